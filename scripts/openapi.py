@@ -1,0 +1,183 @@
+"""Write smsgw/api/openapi.json: the paths here, the request schemas from smsgw.api.schemas.
+
+Run `python scripts/openapi.py` after changing an endpoint; a test fails while the committed
+document and this generator disagree, so the spec cannot drift from the validation code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from smsgw import __version__
+from smsgw.api.schemas import MessageBatchBody, MessageBody, OtpStartBody, OtpVerifyBody
+
+TARGET = Path(__file__).resolve().parent.parent / "smsgw" / "api" / "openapi.json"
+REF = "#/components/schemas/{name}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    }
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_COMMON_POST_ERRORS = {
+    "400": _problem("Malformed JSON, invalid fields or invalid phone number"),
+    "401": _problem("Missing or invalid API key"),
+    "409": _problem("A request with the same Idempotency-Key is still running"),
+    "413": _problem("Body too large"),
+    "415": _problem("Body is not application/json"),
+    "422": _problem("Idempotency-Key reused with another body, or destination not served"),
+    "503": _problem("Queue full or replica draining (see Retry-After)"),
+}
+_IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Same key and body within 24 h return the first response and send nothing.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _post(summary: str, body: str, ok: str, ok_schema: dict[str, Any], **errors: Any) -> Any:
+    responses = {ok: _json(summary, ok_schema), **_COMMON_POST_ERRORS}
+    responses.update({code.removeprefix("e"): _problem(text) for code, text in errors.items()})
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": [_IDEMPOTENCY_HEADER],
+            "requestBody": _body(body),
+            "responses": dict(sorted(responses.items())),
+        }
+    }
+
+
+def _get(summary: str, schema: dict[str, Any], *, not_ready: bool = False) -> Any:
+    responses: dict[str, Any] = {"200": _json(summary, schema)}
+    if not_ready:
+        responses["503"] = _problem("Draining or saturated")
+    return {"get": {"summary": summary, "security": [], "responses": responses}}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+    }
+
+
+_STR = {"type": "string"}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def build() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [OtpStartBody, OtpVerifyBody, MessageBody, MessageBatchBody], ref_template=REF
+    )
+    components["Problem"] = {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "properties": {
+            "type": _STR,
+            "title": _STR,
+            "status": {"type": "integer"},
+            "detail": _STR,
+            "errors": {
+                "type": "array",
+                "items": _object({"pointer": _STR, "detail": _STR}),
+            },
+        },
+        "required": ["type", "title", "status"],
+    }
+    started = _object(
+        {
+            "id": _STR,
+            "status": {"const": "pending"},
+            "phone": _STR,
+            "expires_at": _TIME,
+            "resend_after": _TIME,
+            "message_id": _STR,
+        }
+    )
+    checked = _object(
+        {
+            "id": _STR,
+            "status": {"enum": ["approved", "pending"]},
+            "valid": {"type": "boolean"},
+            "attempts_left": {"type": "integer", "minimum": 0},
+        }
+    )
+    paths = {
+        "/v1/otp": _post(
+            "Start a verification: send a one-time code by SMS",
+            "OtpStartBody",
+            "202",
+            started,
+            e429="Too many codes sent to this number, or resend cooldown (see Retry-After)",
+        ),
+        "/v1/otp/verify": _post(
+            "Check a code",
+            "OtpVerifyBody",
+            "200",
+            checked,
+            e404="Unknown, expired or already approved verification",
+            e429="Max check attempts reached",
+        ),
+        "/v1/messages": _post(
+            "Send one SMS",
+            "MessageBody",
+            "202",
+            _object({"id": _STR, "status": {"const": "queued"}}),
+        ),
+        "/v1/messages/batch": _post(
+            "Send up to 1000 SMS, all or nothing",
+            "MessageBatchBody",
+            "202",
+            _object({"ids": {"type": "array", "items": _STR}}),
+        ),
+        "/healthz": _get("Liveness", _object({"status": {"const": "ok"}})),
+        "/readyz": _get(
+            "Readiness",
+            _object({"status": {"const": "ready"}}, required=["status"]),
+            not_ready=True,
+        ),
+        "/openapi.json": _get("This document", {"type": "object"}),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "smsgw", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    TARGET.write_text(render())
+    sys.stdout.write(f"wrote {TARGET}\n")

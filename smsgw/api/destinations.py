@@ -1,0 +1,57 @@
+"""Phone fields in requests: parse once, and refuse destinations no provider serves."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from smsgw.api.keys import ROUTER
+from smsgw.api.problems import FieldError, Problem
+from smsgw.phone import InvalidPhoneNumber, PhoneNumber, parse_phone
+
+__all__ = ["DestinationErrors", "parse_destination"]
+
+
+class DestinationErrors:
+    """Collects the problems of many phone fields, so a batch reports all of them at once."""
+
+    def __init__(self) -> None:
+        self.invalid: list[FieldError] = []
+        self.unroutable: list[FieldError] = []
+
+    def raise_if_any(self) -> None:
+        if self.invalid:
+            raise Problem(
+                400,
+                "invalid-phone",
+                "Invalid phone number",
+                "one or more numbers cannot receive an SMS",
+                errors=self.invalid + self.unroutable,
+            )
+        if self.unroutable:
+            raise Problem(
+                422,
+                "unroutable-destination",
+                "Destination not served",
+                "no configured provider serves this destination country",
+                errors=self.unroutable,
+            )
+
+
+def parse_destination(
+    request: web.Request, raw: str, pointer: str, errors: DestinationErrors | None = None
+) -> PhoneNumber | None:
+    """The parsed number; on a problem, record it in `errors` or (without) raise it now."""
+    collected = errors or DestinationErrors()
+    try:
+        phone = parse_phone(raw)
+    except InvalidPhoneNumber as exc:
+        collected.invalid.append({"pointer": pointer, "detail": str(exc)})
+        phone = None
+    if phone is not None and not request.app[ROUTER].serves(phone.country):
+        collected.unroutable.append(
+            {"pointer": pointer, "detail": f"no provider serves country {phone.country}"}
+        )
+        phone = None
+    if errors is None:
+        collected.raise_if_any()
+    return phone

@@ -1,0 +1,113 @@
+"""What every POST endpoint does before its own work: auth, intake state, body, idempotency."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+from aiohttp import web
+
+from smsgw.api.keys import AUTH, IDEMPOTENCY, STATE
+from smsgw.api.problems import Problem
+
+__all__ = ["DEFAULT_MAX_BODY", "JsonHandler", "decode_body", "json_endpoint"]
+
+DEFAULT_MAX_BODY = 64 * 1024
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+JsonHandler = Callable[[web.Request, str, bytes], Awaitable[web.Response]]
+T = TypeVar("T")
+
+
+def json_endpoint(
+    handler: JsonHandler, *, max_body: int = DEFAULT_MAX_BODY
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Wrap `handler(request, client, body)` with the checks every POST shares."""
+
+    async def endpoint(request: web.Request) -> web.Response:
+        client = request.app[AUTH].authenticate(request)
+        if request.app[STATE].draining:
+            raise Problem(
+                503,
+                "draining",
+                "Shutting down",
+                "this replica is stopping; retry on another",
+                headers={"Retry-After": "1"},
+            )
+        if not _is_json(request.content_type):
+            raise Problem(
+                415, "unsupported-media-type", "Unsupported Media Type", "send application/json"
+            )
+        body = await _read_body(request, max_body)
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return await handler(request, client, body)
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise Problem(
+                400,
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+                "use 1-255 visible ASCII characters",
+            )
+        fingerprint = hashlib.sha256(
+            request.method.encode() + b" " + request.path.encode() + b"\n" + body
+        ).digest()
+        return await request.app[IDEMPOTENCY].run(
+            client, key, fingerprint, lambda: handler(request, client, body)
+        )
+
+    return endpoint
+
+
+def decode_body(body: bytes, body_type: type[T]) -> T:
+    """Parse and validate in one pass; 400 problems name the offending field."""
+    try:
+        return msgspec.json.decode(body, type=body_type)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        pointer = _json_pointer(path.rstrip("`"))
+        field = re.search(r"field `([^`]+)`", message)
+        if field:  # missing or unknown field: point at the field, not at its parent object
+            pointer = f"{pointer.rstrip('/')}/{field.group(1)}"
+        raise Problem(
+            400,
+            "invalid-request",
+            "Invalid request",
+            message,
+            errors=[{"pointer": pointer, "detail": message}],
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise Problem(
+            400, "malformed-json", "Malformed JSON", "the body is not valid JSON"
+        ) from exc
+
+
+def _json_pointer(path: str) -> str:
+    # msgspec's "$.messages[3].to" -> RFC 6901 fragment "#/messages/3/to"
+    parts = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path.removeprefix("$"))
+    return "#/" + "/".join(name or index for name, index in parts)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = Problem(
+        413, "body-too-large", "Request body too large", f"the limit is {limit} bytes"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,44 @@
+"""Typed keys for what the app factory stores on the application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from smsgw.api.auth import ClientAuth
+from smsgw.api.idempotency import IdempotencyStore
+from smsgw.dispatch import Dispatcher, Router
+from smsgw.otp import OtpService
+from smsgw.queue import MemoryQueue
+from smsgw.settings import Settings
+
+__all__ = [
+    "AUTH",
+    "DISPATCHER",
+    "IDEMPOTENCY",
+    "OTP",
+    "QUEUE",
+    "ROUTER",
+    "SETTINGS",
+    "STATE",
+    "LifecycleState",
+]
+
+
+@dataclass(slots=True)
+class LifecycleState:
+    # Set at the first stop signal: intake refuses new work, /readyz answers 503.
+    draining: bool = False
+    # The bounded wait for queued messages ran once; a second stop step does not wait again.
+    drained: bool = False
+
+
+SETTINGS = web.AppKey("settings", Settings)
+STATE = web.AppKey("state", LifecycleState)
+AUTH = web.AppKey("auth", ClientAuth)
+IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+QUEUE = web.AppKey("queue", MemoryQueue)
+ROUTER = web.AppKey("router", Router)
+OTP = web.AppKey("otp", OtpService)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

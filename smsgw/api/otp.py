@@ -1,0 +1,108 @@
+"""POST /v1/otp and POST /v1/otp/verify."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from smsgw.api.destinations import parse_destination
+from smsgw.api.intake import decode_body
+from smsgw.api.keys import OTP
+from smsgw.api.problems import Problem
+from smsgw.api.queueing import queue_full_problem
+from smsgw.api.responses import json_response, rfc3339
+from smsgw.api.schemas import OtpStartBody, OtpVerifyBody
+from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
+from smsgw.phone import InvalidPhoneNumber, parse_phone
+
+__all__ = ["start_verification", "verify_code"]
+
+_SEND_REFUSALS = {
+    "resend-cooldown": "wait before asking for another code for this number",
+    "too-many-sends": "too many codes were sent to this number recently",
+}
+
+
+async def start_verification(request: web.Request, client: str, body: bytes) -> web.Response:
+    data = decode_body(body, OtpStartBody)
+    phone = parse_destination(request, data.phone, "#/phone")
+    assert phone is not None  # parse_destination raised otherwise
+    try:
+        started = await request.app[OTP].start(
+            client=client,
+            phone=phone,
+            app=data.app,
+            length=data.length,
+            locale=data.locale,
+            ttl_s=data.ttl_s,
+        )
+    except TooManySends as exc:
+        raise Problem(
+            429,
+            exc.reason,
+            "Too many codes",
+            _SEND_REFUSALS.get(exc.reason, exc.reason),
+            headers={"Retry-After": str(max(exc.retry_after_s, 1))},
+        ) from exc
+    except QueueFull as exc:
+        raise queue_full_problem(exc) from exc
+    return json_response(
+        {
+            "id": started.id,
+            "status": "pending",
+            "phone": started.phone,
+            "expires_at": rfc3339(started.expires_at),
+            "resend_after": rfc3339(started.resend_after),
+            "message_id": started.message_id,
+        },
+        status=202,
+    )
+
+
+async def verify_code(request: web.Request, client: str, body: bytes) -> web.Response:
+    data = decode_body(body, OtpVerifyBody)
+    if (data.id is None) == (data.phone is None):
+        raise Problem(
+            400,
+            "invalid-request",
+            "Invalid request",
+            "give exactly one of id and phone",
+            errors=[{"pointer": "#/id", "detail": "give exactly one of id and phone"}],
+        )
+    phone = None
+    if data.phone is not None:
+        try:
+            phone = parse_phone(data.phone).e164
+        except InvalidPhoneNumber as exc:
+            raise Problem(
+                400,
+                "invalid-phone",
+                "Invalid phone number",
+                str(exc),
+                errors=[{"pointer": "#/phone", "detail": str(exc)}],
+            ) from exc
+    try:
+        result = await request.app[OTP].check(
+            client=client, code=data.code, verification_id=data.id, phone=phone
+        )
+    except VerificationNotFound as exc:
+        raise Problem(
+            404,
+            "verification-not-found",
+            "Verification not found",
+            "no pending verification: unknown, expired or already approved",
+        ) from exc
+    except MaxAttemptsReached as exc:
+        raise Problem(
+            429,
+            "max-attempts-reached",
+            "Max check attempts reached",
+            "too many wrong codes: start a new verification",
+        ) from exc
+    return json_response(
+        {
+            "id": result.id,
+            "status": "approved" if result.valid else "pending",
+            "valid": result.valid,
+            "attempts_left": result.attempts_left,
+        }
+    )

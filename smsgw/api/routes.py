@@ -1,0 +1,25 @@
+"""The route table of HTTP API v1 (kept in step with openapi.json by a test)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from smsgw.api.health import healthz, load_openapi, openapi, readyz
+from smsgw.api.intake import json_endpoint
+from smsgw.api.messages import send_batch, send_message
+from smsgw.api.otp import start_verification, verify_code
+
+__all__ = ["MAX_BATCH_BODY", "add_routes"]
+
+MAX_BATCH_BODY = 4 * 1024 * 1024
+
+
+def add_routes(app: web.Application) -> None:
+    load_openapi(app)
+    app.router.add_post("/v1/otp", json_endpoint(start_verification))
+    app.router.add_post("/v1/otp/verify", json_endpoint(verify_code))
+    app.router.add_post("/v1/messages", json_endpoint(send_message))
+    app.router.add_post("/v1/messages/batch", json_endpoint(send_batch, max_body=MAX_BATCH_BODY))
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)

@@ -1,0 +1,59 @@
+"""Request bodies, validated by msgspec in the same pass that parses the JSON.
+
+Unknown fields are refused: a typo in an optional field must not be silently ignored.
+Patterns end in `(?!\\n)$` because Python's `$` also matches before a final newline, which
+would let "123456\\n" or an app name with a line break through.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_SMS_BODY",
+    "MessageBatchBody",
+    "MessageBody",
+    "OtpStartBody",
+    "OtpVerifyBody",
+]
+
+MAX_SMS_BODY = 1600  # Twilio's limit for Body
+MAX_BATCH = 1000
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class OtpStartBody(_Body):
+    phone: Phone
+    # Shown in the SMS; restricted so it cannot carry a link or a phishing sentence.
+    app: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}(?!\n)$")] | None = None
+    length: Annotated[int, msgspec.Meta(ge=4, le=10)] | None = None
+    locale: (
+        Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}(?!\n)$")] | None
+    ) = None
+    ttl_s: Annotated[int, msgspec.Meta(ge=30, le=3600)] | None = None
+
+
+class OtpVerifyBody(_Body):
+    code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,10}(?!\n)$")]
+    id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    phone: Phone | None = None
+
+
+class MessageBody(_Body):
+    to: Phone
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SMS_BODY)]
+    priority: Literal["high", "normal"] = "normal"
+    client_ref: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class MessageBatchBody(_Body):
+    messages: Annotated[list[MessageBody], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]

@@ -1,0 +1,104 @@
+"""The `smsgw` command: serve, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+import uvloop
+from aiohttp import web
+
+from smsgw.app import create_app, drain
+from smsgw.errors import ConfigError
+from smsgw.log import configure_logging
+from smsgw.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+_log = structlog.get_logger("smsgw")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smsgw", description="Self-hosted OTP and SMS gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway (API and dispatcher)")
+    serve.add_argument("--config", help="TOML file (default: $SMSGW_CONFIG, else built-ins)")
+    serve.add_argument("--host", help="bind address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="TCP port (overrides server.port)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("config", nargs="?", help="TOML file (default: $SMSGW_CONFIG)")
+
+    args = parser.parse_args(argv)
+    config_path = args.config or os.environ.get("SMSGW_CONFIG")
+    try:
+        settings = load_settings(config_path)
+        if args.command == "check-config":
+            print(f"ok: {config_path or 'built-in defaults'}")
+            return 0
+        settings = _with_bind_overrides(settings, args.host, args.port)
+    except ConfigError as exc:
+        print(f"smsgw: configuration error: {exc.key}: {exc.problem}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level)
+    if not settings.clients and not _is_loopback(settings.server.host):
+        _log.error(
+            "refusing_to_start",
+            detail="no [[clients]] configured: unauthenticated access is only allowed on a "
+            "loopback address. Configure API keys or bind to 127.0.0.1.",
+            host=settings.server.host,
+        )
+        return 2
+    uvloop.run(_serve(settings))
+    return 0
+
+
+def _with_bind_overrides(settings: Settings, host: str | None, port: int | None) -> Settings:
+    server = settings.server
+    if host is not None:
+        server = msgspec.structs.replace(server, host=host)
+    if port is not None:
+        if not 0 <= port <= 65535:
+            raise ConfigError("--port", "must be between 0 and 65535")
+        server = msgspec.structs.replace(server, port=port)
+    return msgspec.structs.replace(settings, server=server)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, backlog=1024)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            _log.info("listening", url=f"http://{host}:{port}", host=host, port=port)
+        await stop.wait()
+        _log.info("stopping", detail="intake closed, draining the queue")
+        await drain(app)
+    finally:
+        await runner.cleanup()
+    _log.info("stopped")

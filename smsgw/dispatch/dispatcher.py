@@ -1,0 +1,184 @@
+"""The dispatcher: worker tasks that take messages off the queue and hand them to providers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, fields
+
+import structlog
+
+from smsgw.dispatch.backoff import backoff_delay
+from smsgw.dispatch.router import Router
+from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
+from smsgw.limiter.base import ProviderLimiter
+from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.queue.base import MessageQueue
+from smsgw.queue.message import Message
+from smsgw.settings import DispatchSettings
+
+__all__ = ["DispatchStats", "Dispatcher"]
+
+_log = structlog.get_logger("smsgw.dispatch")
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    """Counters since start; read by health checks, tests and benchmarks."""
+
+    sent: int = 0
+    failed: int = 0
+    expired: int = 0
+    retried: int = 0
+    throttled: int = 0
+    # Retries after an answer that may have meant "sent": each may be a duplicate SMS.
+    possible_duplicates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        router: Router,
+        limiter: ProviderLimiter,
+        settings: DispatchSettings,
+    ) -> None:
+        self._queue = queue
+        self._router = router
+        self._limiter = limiter
+        self._settings = settings
+        self._workers: list[asyncio.Task[None]] = []
+        self.stats = DispatchStats()
+
+    def start(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"smsgw-dispatch-{i}")
+            for i in range(self._settings.concurrency)
+        ]
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every accepted message has an outcome; False if the bound ran out."""
+        try:
+            await asyncio.wait_for(self._queue.wait_empty(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    async def _work(self) -> None:
+        while True:
+            message = await self._queue.get()
+            try:
+                await self._deliver(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug must not kill the worker or lose the message: log and retry it later.
+                _log.exception("dispatch_bug", message_id=message.id)
+                await self._queue.retry_later(message, self._settings.backoff_max_s)
+
+    async def _deliver(self, message: Message) -> None:
+        if _is_expired(message):
+            await self._expire(message)
+            return
+        provider = self._router.pick(message.country, avoid=message.failed_providers)
+        if provider is None:
+            await self._fail(message, "no provider serves this destination")
+            return
+        await self._limiter.acquire(provider.name)
+        # Waiting for the limiter may have outlived the message.
+        if _is_expired(message):
+            await self._expire(message)
+            return
+        remaining = message.remaining_s(time.time())
+        sms = OutgoingSms(
+            message_id=message.id,
+            to=message.to,
+            body=message.body,
+            validity_s=None if remaining is None else int(remaining),
+        )
+        try:
+            receipt = await provider.send(sms)
+        except ThrottledError as exc:
+            await self._on_throttled(message, provider, exc)
+        except RetryableProviderError as exc:
+            await self._on_retryable(message, provider, exc)
+        except PermanentProviderError as exc:
+            message.attempts += 1
+            await self._fail(message, exc.detail, provider=provider.name)
+        else:
+            message.attempts += 1
+            self.stats.sent += 1
+            _log.debug(
+                "sent",
+                message_id=message.id,
+                provider=provider.name,
+                provider_message_id=receipt.provider_message_id,
+                attempts=message.attempts,
+            )
+            await self._queue.ack(message)
+
+    async def _expire(self, message: Message) -> None:
+        # An OTP that outlived its validity is worthless and confusing: drop it, never send late.
+        self.stats.expired += 1
+        _log.info("expired", message_id=message.id, attempts=message.attempts)
+        await self._queue.ack(message)
+
+    async def _on_throttled(
+        self, message: Message, provider: Provider, exc: ThrottledError
+    ) -> None:
+        # Not the message's fault: pause the provider for everyone, keep the attempt count.
+        self.stats.throttled += 1
+        await self._limiter.pause(provider.name, exc.retry_after_s)
+        await self._queue.retry_later(message, exc.retry_after_s)
+
+    async def _on_retryable(
+        self, message: Message, provider: Provider, exc: RetryableProviderError
+    ) -> None:
+        message.attempts += 1
+        if exc.ambiguous:
+            self.stats.possible_duplicates += 1
+        if provider.name not in message.failed_providers:
+            message.failed_providers = (*message.failed_providers, provider.name)
+        delay = backoff_delay(
+            message.attempts, self._settings.backoff_base_s, self._settings.backoff_max_s
+        )
+        remaining = message.remaining_s(time.time())
+        if message.attempts >= self._settings.max_attempts:
+            await self._fail(message, f"gave up after {message.attempts} attempts: {exc.detail}")
+        elif remaining is not None and delay >= remaining:
+            await self._expire(message)
+        else:
+            self.stats.retried += 1
+            _log.debug(
+                "retry",
+                message_id=message.id,
+                provider=provider.name,
+                reason=exc.detail,
+                ambiguous=exc.ambiguous,
+                delay_s=round(delay, 3),
+            )
+            await self._queue.retry_later(message, delay)
+
+    async def _fail(self, message: Message, reason: str, provider: str | None = None) -> None:
+        self.stats.failed += 1
+        _log.warning(
+            "failed",
+            message_id=message.id,
+            provider=provider,
+            reason=reason,
+            attempts=message.attempts,
+        )
+        await self._queue.ack(message)
+
+
+def _is_expired(message: Message) -> bool:
+    return message.expires_at is not None and time.time() >= message.expires_at

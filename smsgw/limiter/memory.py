@@ -1,0 +1,115 @@
+"""In-process provider limiter: exact for one process, smooth under load.
+
+Two rules together, per provider:
+- a sliding log of the last `rate` grant times: no 1-second window ever holds more than
+  `rate` grants, whatever the event loop's lateness (the hard guarantee);
+- GCRA pacing at `pace` x rate with a few milliseconds of burst: grants are spread evenly
+  instead of `rate` at once followed by a second of silence, so jitter between us and the
+  provider cannot push two bursts into one of its windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Mapping
+
+__all__ = ["MemoryLimiter"]
+
+# Pace a little under the rate: the sliding log then rarely binds, and the provider's view
+# of our arrivals has room for network jitter.
+DEFAULT_PACE = 0.995
+DEFAULT_BURST_S = 0.005
+_WINDOW_S = 1.0
+
+
+class _Pacer:
+    def __init__(self, rate: float | None, pace: float, burst_s: float) -> None:
+        # rate None: no pacing, but a provider's throttle answer still pauses it.
+        self._interval = 0.0 if rate is None else 1.0 / (rate * pace)
+        self._tolerance = burst_s
+        self._log: deque[float] = deque(maxlen=None if rate is None else max(1, math.floor(rate)))
+        self._tat = 0.0  # GCRA theoretical arrival time
+        self._paused_until = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def try_grant(self, now: float) -> bool:
+        if now < self._paused_until or self._tat - now > self._tolerance:
+            return False
+        log = self._log
+        if log.maxlen is not None:
+            if len(log) == log.maxlen and log[0] > now - _WINDOW_S:
+                return False
+            log.append(now)
+        self._tat = max(self._tat, now) + self._interval
+        return True
+
+    def next_chance(self, now: float) -> float:
+        """Seconds until try_grant() can succeed again."""
+        wait = max(self._paused_until - now, self._tat - self._tolerance - now)
+        log = self._log
+        if len(log) == log.maxlen:
+            wait = max(wait, log[0] + _WINDOW_S - now)
+        return max(wait, 0.0)
+
+    async def acquire(self) -> None:
+        if not self._waiters and self.try_grant(time.monotonic()):
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._release_loop())
+        await future
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def _release_loop(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            now = time.monotonic()
+            while waiters:
+                if waiters[0].done():  # cancelled while waiting
+                    waiters.popleft()
+                    continue
+                if not self.try_grant(now):
+                    break
+                waiters.popleft().set_result(None)
+            if waiters:
+                await asyncio.sleep(self.next_chance(time.monotonic()))
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        while self._waiters:
+            self._waiters.popleft().cancel()
+
+
+class MemoryLimiter:
+    """Paces each provider to its configured rate; rate None means only pauses apply."""
+
+    def __init__(
+        self,
+        rates: Mapping[str, float | None],
+        *,
+        pace: float = DEFAULT_PACE,
+        burst_s: float = DEFAULT_BURST_S,
+    ) -> None:
+        self._pacers = {name: _Pacer(rate, pace, burst_s) for name, rate in rates.items()}
+
+    async def acquire(self, provider: str) -> None:
+        pacer = self._pacers.get(provider)
+        if pacer is not None:
+            await pacer.acquire()
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        pacer = self._pacers.get(provider)
+        if pacer is not None:
+            pacer.pause(seconds)
+
+    async def close(self) -> None:
+        for pacer in self._pacers.values():
+            pacer.close()

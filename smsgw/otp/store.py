@@ -1,0 +1,155 @@
+"""Where verifications and per-number send history live. Memory here; Redis later.
+
+Every method that reads and then writes does so without an await in between, so each is
+atomic on the event loop; a Redis store must give the same guarantees with Lua.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+__all__ = [
+    "AttemptResult",
+    "MemoryOtpStore",
+    "OtpStore",
+    "SendPolicy",
+    "SendReservation",
+    "Verification",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    id: str
+    client: str
+    phone: str
+    code_hash: bytes
+    created_at: float
+    expires_at: float
+    max_attempts: int
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendPolicy:
+    max_sends: int
+    window_s: float
+    cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendReservation:
+    allowed: bool
+    retry_after_s: float  # when refused: wait this long
+    next_send_at: float  # when allowed: earliest time of the next send to this number
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    outcome: Literal["not_found", "exhausted", "reserved"]
+    verification: Verification | None = None  # with the reserved attempt counted
+
+
+class OtpStore(Protocol):
+    async def reserve_send(self, phone: str, now: float, policy: SendPolicy) -> SendReservation:
+        """Check the send policy for `phone` and, if allowed, record a send at `now`."""
+
+    async def release_send(self, phone: str, at: float) -> None:
+        """Forget the send recorded at `at` (the message could not be queued)."""
+
+    async def save(self, verification: Verification) -> None:
+        """Store it as the one pending verification of (client, phone), replacing any other."""
+
+    async def discard(self, verification_id: str) -> None: ...
+
+    async def reserve_attempt(
+        self, client: str, now: float, *, verification_id: str | None, phone: str | None
+    ) -> AttemptResult:
+        """Count one check against the pending verification, unless its attempts are spent.
+
+        The attempt is counted before the code is compared: with 50 concurrent wrong checks,
+        exactly max_attempts get a comparison and the rest are refused.
+        """
+
+    async def approve(self, verification_id: str) -> bool:
+        """End the verification as approved; False if it was no longer pending."""
+
+
+class MemoryOtpStore:
+    def __init__(self) -> None:
+        self._verifications: dict[str, Verification] = {}
+        self._pending_by_phone: dict[tuple[str, str], str] = {}
+        self._sends: dict[str, deque[float]] = {}
+
+    async def reserve_send(self, phone: str, now: float, policy: SendPolicy) -> SendReservation:
+        sends = self._sends.setdefault(phone, deque())
+        while sends and sends[0] <= now - policy.window_s:
+            sends.popleft()
+        if sends and now - sends[-1] < policy.cooldown_s:
+            wait = sends[-1] + policy.cooldown_s - now
+            return SendReservation(False, wait, 0.0, "resend-cooldown")
+        if len(sends) >= policy.max_sends:
+            wait = sends[0] + policy.window_s - now
+            return SendReservation(False, wait, 0.0, "too-many-sends")
+        sends.append(now)
+        next_send_at = now + policy.cooldown_s
+        if len(sends) >= policy.max_sends:
+            next_send_at = max(next_send_at, sends[0] + policy.window_s)
+        return SendReservation(True, 0.0, next_send_at)
+
+    async def release_send(self, phone: str, at: float) -> None:
+        sends = self._sends.get(phone)
+        if sends is not None and at in sends:
+            sends.remove(at)
+
+    async def save(self, verification: Verification) -> None:
+        key = (verification.client, verification.phone)
+        previous = self._pending_by_phone.get(key)
+        if previous is not None:
+            self._verifications.pop(previous, None)
+        self._verifications[verification.id] = verification
+        self._pending_by_phone[key] = verification.id
+
+    async def discard(self, verification_id: str) -> None:
+        self._drop(verification_id)
+
+    async def reserve_attempt(
+        self, client: str, now: float, *, verification_id: str | None, phone: str | None
+    ) -> AttemptResult:
+        if verification_id is None and phone is not None:
+            verification_id = self._pending_by_phone.get((client, phone))
+        found = self._verifications.get(verification_id) if verification_id else None
+        if found is None or found.client != client:
+            return AttemptResult("not_found")
+        if now >= found.expires_at:
+            self._drop(found.id)
+            return AttemptResult("not_found")
+        if found.attempts >= found.max_attempts:
+            return AttemptResult("exhausted", found)
+        counted = replace(found, attempts=found.attempts + 1)
+        self._verifications[found.id] = counted
+        return AttemptResult("reserved", counted)
+
+    async def approve(self, verification_id: str) -> bool:
+        return self._drop(verification_id) is not None
+
+    def sweep(self, now: float, send_window_s: float) -> int:
+        """Drop expired verifications and stale send history; returns how many went."""
+        expired = [v.id for v in self._verifications.values() if v.expires_at <= now]
+        for verification_id in expired:
+            self._drop(verification_id)
+        stale = [p for p, s in self._sends.items() if not s or s[-1] <= now - send_window_s]
+        for phone in stale:
+            del self._sends[phone]
+        return len(expired) + len(stale)
+
+    def _drop(self, verification_id: str) -> Verification | None:
+        verification = self._verifications.pop(verification_id, None)
+        if verification is not None:
+            key = (verification.client, verification.phone)
+            if self._pending_by_phone.get(key) == verification_id:
+                del self._pending_by_phone[key]
+        return verification

@@ -1,0 +1,80 @@
+"""Bounded in-process queue with two priorities (OTP before bulk)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+
+from smsgw.errors import QueueFull
+from smsgw.queue.message import Message
+
+__all__ = ["MemoryQueue"]
+
+_PRIORITY_RANK = {"high": 0, "normal": 1}
+
+
+class MemoryQueue:
+    """The embedded queue: exact bound, priorities, delayed retries.
+
+    The bound applies to new messages only; a retry of an accepted message always gets back
+    in, since refusing it would lose a message we promised to send.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._ready: asyncio.PriorityQueue[tuple[int, int, Message]] = asyncio.PriorityQueue()
+        self._sequence = itertools.count()  # FIFO within one priority
+        self._delayed: set[asyncio.TimerHandle] = set()
+        self._in_flight = 0
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    async def put(self, message: Message) -> None:
+        await self.put_many((message,))
+
+    async def put_many(self, messages: Sequence[Message]) -> None:
+        # No await between the check and the puts, so the batch is all-or-nothing.
+        if self._ready.qsize() + len(self._delayed) + len(messages) > self.max_size:
+            raise QueueFull(retry_after_s=1)
+        for message in messages:
+            self._enqueue(message)
+
+    async def get(self) -> Message:
+        _, _, message = await self._ready.get()
+        self._in_flight += 1
+        return message
+
+    async def ack(self, message: Message) -> None:
+        self._in_flight -= 1
+        self._check_empty()
+
+    async def retry_later(self, message: Message, delay_s: float) -> None:
+        self._in_flight -= 1
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def _due() -> None:
+            self._delayed.discard(handle)
+            self._enqueue(message)
+
+        handle = loop.call_later(max(delay_s, 0.0), _due)
+        self._delayed.add(handle)
+
+    def depth(self) -> int:
+        return self._ready.qsize() + len(self._delayed) + self._in_flight
+
+    def waiting(self) -> int:
+        """Messages ready to be taken (not delayed, not in flight)."""
+        return self._ready.qsize()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def _enqueue(self, message: Message) -> None:
+        self._empty.clear()
+        self._ready.put_nowait((_PRIORITY_RANK[message.priority], next(self._sequence), message))
+
+    def _check_empty(self) -> None:
+        if self.depth() == 0:
+            self._empty.set()

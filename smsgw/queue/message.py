@@ -1,0 +1,50 @@
+"""The unit of work that travels from the API through the queue to a provider."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Message", "Priority", "new_message_id"]
+
+Priority = Literal["high", "normal"]
+
+
+def new_message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+@dataclass(slots=True)
+class Message:
+    """One SMS. Created at the API after validation; the body is final (no templating later).
+
+    `code_span` marks where an OTP code sits in `body`, so anything that stores or shows the
+    body can mask it without knowing the code. `expires_at` (epoch seconds) is set for OTPs:
+    an SMS still queued after it is dropped, never sent late.
+    """
+
+    to: str
+    country: str
+    body: str
+    client: str
+    priority: Priority = "normal"
+    id: str = field(default_factory=new_message_id)
+    client_ref: str | None = None
+    expires_at: float | None = None
+    code_span: tuple[int, int] | None = None
+    created_at: float = field(default_factory=time.time)
+    attempts: int = 0
+    # Providers that failed this message, so a retry can prefer another one.
+    failed_providers: tuple[str, ...] = ()
+
+    def remaining_s(self, now: float) -> float | None:
+        """Seconds of validity left, or None for messages that never expire."""
+        return None if self.expires_at is None else self.expires_at - now
+
+    def masked_body(self) -> str:
+        if self.code_span is None:
+            return self.body
+        start, end = self.code_span
+        return self.body[:start] + "*" * (end - start) + self.body[end:]

@@ -1,0 +1,325 @@
+"""Settings: frozen, typed, validated once at start-up and passed explicitly.
+
+The shape mirrors the TOML file of ARCHITECTURE.md. msgspec does the type checking, so a wrong
+type or an unknown key fails with the key's path instead of surfacing later as a mysterious
+error deep in the code. `env:NAME` strings are resolved from the environment before checking,
+and `SMSGW_<SECTION>_<KEY>` variables override scalar keys of the single-table sections.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+import phonenumbers
+
+from smsgw.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "AuditSettings",
+    "ClientSettings",
+    "ConsoleProviderSettings",
+    "DispatchSettings",
+    "OtpSettings",
+    "ProviderSettings",
+    "QueueSettings",
+    "RedisSettings",
+    "ServerSettings",
+    "Settings",
+    "TwilioProviderSettings",
+    "load_settings",
+]
+
+DEFAULT_TEMPLATE = "Your {app} code is {code}. It expires in {minutes} minutes."
+TEMPLATE_FIELDS = frozenset({"app", "code", "minutes"})
+ENV_PREFIX = "SMSGW_"
+SECRET_PREFIX = "env:"  # noqa: S105 - a marker, not a secret
+
+
+def _invalid(key: str, problem: str) -> ValueError:
+    # msgspec reports errors raised in __post_init__ at the struct's path; prefixing the field
+    # name lets _config_error() point at the exact key.
+    return ValueError(f"{key}: {problem}")
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerSettings(_Section, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    # Bound on a graceful stop: time to send what is queued before giving up.
+    drain_timeout_s: float = 30.0
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise _invalid("port", "must be between 0 and 65535")
+        if self.drain_timeout_s < 0:
+            raise _invalid("drain_timeout_s", "must be >= 0")
+        if self.public_url is not None:
+            _check_url("public_url", self.public_url)
+
+
+class OtpSettings(_Section, frozen=True, kw_only=True):
+    # HMAC key for stored codes; None means an ephemeral key (codes die with the process).
+    secret: str | None = None
+    length: int = 6
+    ttl_s: int = 600
+    max_attempts: int = 5
+    max_sends: int = 5
+    send_window_s: int = 600
+    resend_cooldown_s: int = 30
+    app_name: str = "smsgw"
+    # Keys: "default", "<locale>", "<app>", "<app>:<locale>"; most specific wins.
+    templates: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 4 <= self.length <= 10:
+            raise _invalid("length", "must be between 4 and 10")
+        for key in ("ttl_s", "max_attempts", "max_sends", "send_window_s"):
+            if getattr(self, key) <= 0:
+                raise _invalid(key, "must be > 0")
+        if self.resend_cooldown_s < 0:
+            raise _invalid("resend_cooldown_s", "must be >= 0")
+        if self.secret is not None and len(self.secret) < 16:
+            raise _invalid("secret", "must be at least 16 characters")
+        for name, template in self.templates.items():
+            _check_template(f"templates.{name}", template)
+
+
+class RedisSettings(_Section, frozen=True, kw_only=True):
+    url: str | None = None
+
+
+class QueueSettings(_Section, frozen=True, kw_only=True):
+    backend: Literal["memory", "redis"] = "memory"
+    max_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.max_size <= 0:
+            raise _invalid("max_size", "must be > 0")
+
+
+class AuditSettings(_Section, frozen=True, kw_only=True):
+    backend: Literal["sqlite", "dynamodb"] = "sqlite"
+    path: str = "./data/audit.sqlite3"
+    table: str = "smsgw-audit"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+
+class DispatchSettings(_Section, frozen=True, kw_only=True):
+    # Sends in flight at once; each waits on the network, so this is far above the core count.
+    concurrency: int = 128
+    max_attempts: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency <= 0:
+            raise _invalid("concurrency", "must be > 0")
+        if self.max_attempts <= 0:
+            raise _invalid("max_attempts", "must be > 0")
+        if self.backoff_base_s <= 0 or self.backoff_max_s < self.backoff_base_s:
+            raise _invalid("backoff_base_s", "must be > 0 and <= backoff_max_s")
+
+
+class ClientSettings(_Section, frozen=True, kw_only=True):
+    name: str
+    # Either the key itself (normally as "env:NAME") or the hex SHA-256 of it.
+    key: str | None = None
+    key_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise _invalid("key", "give exactly one of key and key_sha256")
+        if self.key is not None and len(self.key) < 16:
+            raise _invalid("key", "must be at least 16 characters")
+        if self.key_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.key_sha256):
+            raise _invalid("key_sha256", "must be 64 lowercase hex digits")
+
+
+class _ProviderBase(_Section, frozen=True, kw_only=True, tag_field="kind"):
+    name: str
+    # SMS per second across all replicas; None = not limited (console, tests).
+    rate: float | None = None
+    weight: float = 1.0
+    countries: tuple[str, ...] = ("*",)
+    connect_timeout_s: float = 2.0
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", self.name):
+            raise _invalid("name", "use 1-32 lowercase letters, digits, '-' or '_'")
+        if self.rate is not None and self.rate <= 0:
+            raise _invalid("rate", "must be > 0 (omit it for no limit)")
+        if self.weight <= 0:
+            raise _invalid("weight", "must be > 0")
+        if self.connect_timeout_s <= 0 or self.timeout_s <= 0:
+            raise _invalid("timeout_s", "timeouts must be > 0")
+        for country in self.countries:
+            if country != "*" and country not in phonenumbers.SUPPORTED_REGIONS:
+                raise _invalid("countries", f"unknown ISO country code {country!r}")
+
+
+class TwilioProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="twilio"):
+    account_sid: str
+    auth_token: str
+    from_: str | None = msgspec.field(default=None, name="from")
+    messaging_service_sid: str | None = None
+    base_url: str = "https://api.twilio.com"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.from_ is None) == (self.messaging_service_sid is None):
+            raise _invalid("from", "give exactly one of from and messaging_service_sid")
+        _check_url("base_url", self.base_url)
+
+
+class ConsoleProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="console"):
+    # Append one JSON line per SMS here; None = stdout.
+    path: str | None = None
+
+
+ProviderSettings = TwilioProviderSettings | ConsoleProviderSettings
+
+
+class Settings(_Section, frozen=True, kw_only=True):
+    server: ServerSettings = ServerSettings()
+    otp: OtpSettings = OtpSettings()
+    redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
+    audit: AuditSettings = AuditSettings()
+    dispatch: DispatchSettings = DispatchSettings()
+    clients: tuple[ClientSettings, ...] = ()
+    providers: tuple[ProviderSettings, ...] = ()
+
+    def __post_init__(self) -> None:
+        for kind, names in (
+            ("clients", [c.name for c in self.clients]),
+            ("providers", [p.name for p in self.providers]),
+        ):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise _invalid(kind, f"duplicate name {duplicates[0]!r}")
+        if self.queue.backend == "redis" and self.redis.url is None:
+            raise _invalid("queue.backend", "'redis' needs redis.url")
+
+    @property
+    def active_providers(self) -> tuple[ProviderSettings, ...]:
+        """The configured providers, or the console provider when none is configured."""
+        return self.providers or (ConsoleProviderSettings(name="console"),)
+
+
+def _check_url(key: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _invalid(key, f"not an http(s) URL: {url!r}")
+
+
+def _check_template(key: str, template: str) -> None:
+    try:
+        parsed = [p for p in string.Formatter().parse(template) if p[1] is not None]
+    except ValueError as exc:
+        raise _invalid(key, f"bad template: {exc}") from exc
+    if any(spec or conversion for _, _, spec, conversion in parsed):
+        raise _invalid(key, "placeholders take no format spec or conversion")
+    names = [name for _, name, _, _ in parsed if name is not None]
+    if names.count("code") != 1:
+        # Exactly once: the audit masks the code by its position in the body.
+        raise _invalid(key, "template must contain {code} exactly once")
+    unknown = sorted({name for name in names if name not in TEMPLATE_FIELDS})
+    if unknown:
+        raise _invalid(key, f"unknown placeholder {{{unknown[0]}}}")
+
+
+_SCALAR_SECTIONS: Mapping[str, type[_Section]] = {
+    "server": ServerSettings,
+    "otp": OtpSettings,
+    "redis": RedisSettings,
+    "queue": QueueSettings,
+    "audit": AuditSettings,
+    "dispatch": DispatchSettings,
+}
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (None: embedded defaults), apply environment overrides, validate.
+
+    Raises ConfigError naming the offending key.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as file:
+                raw = tomllib.load(file)
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    _apply_env_overrides(raw, env)
+    resolved = _resolve_secrets(raw, env, "")
+    try:
+        return msgspec.convert(resolved, Settings)
+    except msgspec.ValidationError as exc:
+        raise _config_error(str(exc)) from exc
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "SMSGW_CONFIG":
+            continue
+        section_name, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        section = _SCALAR_SECTIONS.get(section_name)
+        if section is None:
+            continue  # SMSGW_-prefixed variables of other purposes (e.g. secrets) pass through
+        field = next((f for f in msgspec.structs.fields(section) if f.encode_name == key), None)
+        if field is None or field.name == "templates":
+            raise ConfigError(name, f"no setting {section_name}.{key} to override")
+        try:
+            converted = msgspec.convert(value, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(name, str(exc).split(" - at ")[0]) from exc
+        raw.setdefault(section_name, {})[key] = converted
+
+
+def _resolve_secrets(value: Any, env: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+        variable = value[len(SECRET_PREFIX) :]
+        if variable not in env or env[variable] == "":
+            raise ConfigError(key, f"environment variable {variable} is not set")
+        return env[variable]
+    if isinstance(value, dict):
+        return {k: _resolve_secrets(v, env, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+_LOCATION = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
+_FIELD_PREFIX = re.compile(r"^(?P<field>\w+): (?P<message>.*)$", re.DOTALL)
+
+
+def _config_error(text: str) -> ConfigError:
+    """Turn msgspec's "problem - at `$.a[0].b`" into ConfigError("a[0].b.field", problem)."""
+    match = _LOCATION.match(text)
+    message, path = (match["message"], match["path"]) if match else (text, "")
+    field_match = _FIELD_PREFIX.match(message) or _FIELD_IN_MESSAGE.search(message)
+    if field_match:
+        path = f"{path}.{field_match['field']}"
+        if _FIELD_PREFIX.match(message):
+            message = field_match["message"]
+    return ConfigError(path.lstrip(".") or "(root)", message)
