@@ -1,0 +1,385 @@
+"""A fake Twilio Messages API with fault injection, for tests and benchmarks.
+
+In-process (tests)::
+
+    fake = FakeTwilio(faults=Faults(throttle_429=0.1), seed=1)
+    server = await aiohttp_server(fake.make_app())
+    ...
+    assert len(fake.accepted) == 1
+
+As its own process (benchmarks)::
+
+    python -m bench.fake_provider --port 0 --port-file /tmp/fake.port --latency-ms 20
+
+Control endpoints (any process): `POST /_control` (JSON, any `Faults` field plus `seed`),
+`GET /_control`, `GET /_stats`, `POST /_reset`, `GET /healthz`.
+
+The request path must sustain 5000+ req/s on two cores next to the system under test:
+no per-request logging, one form parse, prebuilt error bodies, records appended to lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+
+from bench import serving
+from bench import twilio_shapes as tw
+from bench.faults import Faults
+
+DEFAULT_ACCOUNT_SID: Final = "AC" + "0" * 32
+DEFAULT_AUTH_TOKEN: Final = "fake-auth-token"
+MESSAGES_ROUTE: Final = "/2010-04-01/Accounts/{account_sid}/Messages.json"
+
+# Status recorded for a request that was held and never answered (`hang`).
+HUNG: Final = 0
+# How often a held request checks whether its client left or the server is stopping.
+HANG_POLL_S: Final = 0.1
+
+_JSON: Final = "application/json"
+_UNAUTHORIZED_HEADERS: Final = {"WWW-Authenticate": 'Basic realm="Twilio API"'}
+
+__all__ = [
+    "DEFAULT_ACCOUNT_SID",
+    "DEFAULT_AUTH_TOKEN",
+    "HUNG",
+    "Accepted",
+    "Arrival",
+    "FakeTwilio",
+    "Faults",
+    "main",
+    "max_in_sliding_window",
+]
+
+
+@dataclass(slots=True)
+class Arrival:
+    """One POST to the Messages endpoint, whatever was answered.
+
+    The status is decided on arrival, before any injected latency: it is what was
+    answered, or would have been had the client not left during the delay.
+    """
+
+    at: float  # time.monotonic() on arrival: CLOCK_MONOTONIC, comparable across processes
+    status: int  # HUNG (0) if held unanswered
+    to: str
+    body: str
+    sid: str | None
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A message answered 201; field order is the `/_stats` JSON shape."""
+
+    to: str
+    body: str
+    sid: str
+    at: float
+
+
+class FakeTwilio:
+    """Configuration and records of one fake Twilio account; serve it with `make_app()`.
+
+    Records, readable directly in-process: `arrivals` (monotonic time of every POST to
+    the Messages endpoint), `records` (an `Arrival` each), `accepted` (the 201s) and
+    `by_status` (count per status answered, HUNG for held requests).
+    """
+
+    def __init__(
+        self,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        *,
+        faults: Faults | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.faults = faults if faults is not None else Faults()
+        self._rng = random.Random(seed)
+        # Exact match on the header as clients usually send it; parsed only otherwise.
+        credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self._expected_authorization = f"Basic {credentials}"
+        self._stopping = False
+        self.arrivals: list[float] = []
+        self.records: list[Arrival] = []
+        self.accepted: list[Accepted] = []
+        self.by_status: dict[int, int] = {}
+
+    @property
+    def messages_path(self) -> str:
+        """Path of this account's Messages endpoint."""
+        return MESSAGES_ROUTE.format(account_sid=self.account_sid)
+
+    def configure(self, changes: Mapping[str, object]) -> Faults:
+        """Apply JSON-shaped fault changes (what `POST /_control` takes).
+
+        The extra key `seed` (int or null) reseeds the fault draws.
+        """
+        changes = dict(changes)
+        if "seed" in changes:
+            seed = changes.pop("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise ValueError(f"seed must be an integer or null, got {seed!r}")
+            self._rng.seed(seed)
+        self.faults = self.faults.updated(changes)
+        return self.faults
+
+    def reset(self) -> None:
+        """Forget every record (in place, so references held by tests stay valid)."""
+        self.arrivals.clear()
+        self.records.clear()
+        self.accepted.clear()
+        self.by_status.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """What `GET /_stats` answers."""
+        return {
+            "count": len(self.arrivals),
+            "by_status": {str(status): n for status, n in self.by_status.items()},
+            "arrivals": self.arrivals,
+            "accepted": self.accepted,
+        }
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(MESSAGES_ROUTE, self._create_message)
+        app.router.add_get("/_stats", self._get_stats)
+        app.router.add_get("/_control", self._get_control)
+        app.router.add_post("/_control", self._post_control)
+        app.router.add_post("/_reset", self._post_reset)
+        app.router.add_get("/healthz", _healthz)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    # -- request path ---------------------------------------------------------------
+
+    async def _create_message(self, request: web.Request) -> web.StreamResponse:
+        at = time.monotonic()
+        raw = await request.read()
+        form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        to = form.get("To", "")
+        body = form.get("Body", "")
+        faults = self.faults
+        status, payload, sid = self._decide(request, form, faults)
+        self._record(at, status, to, body, sid)
+        if status == HUNG:
+            return await self._hold(request)
+        delay_ms = faults.latency_ms
+        if faults.jitter_ms:
+            delay_ms += self._rng.uniform(0.0, faults.jitter_ms)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        headers: Mapping[str, str] | None = None
+        if status == 401:
+            headers = _UNAUTHORIZED_HEADERS
+        elif status == 429:
+            headers = {"Retry-After": str(faults.retry_after_s)}
+        return web.Response(body=payload, status=status, content_type=_JSON, headers=headers)
+
+    def _decide(
+        self, request: web.Request, form: dict[str, str], faults: Faults
+    ) -> tuple[int, bytes, str | None]:
+        """Pick the answer: (status, JSON body, sid if accepted).
+
+        Order: authentication, then injected faults (Twilio throttles before looking
+        at a message), then validation of the fields.
+        """
+        if request.match_info["account_sid"] != self.account_sid or not self._authorized(
+            request.headers.get("Authorization")
+        ):
+            return 401, tw.UNAUTHORIZED_BODY, None
+        draw = self._rng.random()
+        if draw < faults.hang:
+            return HUNG, b"", None
+        draw -= faults.hang
+        if draw < faults.throttle_429:
+            return 429, tw.THROTTLED_BODY, None
+        if draw - faults.throttle_429 < faults.fail_5xx:
+            return 500, tw.SERVER_ERROR_BODY, None
+        return self._validate(form, faults)
+
+    def _validate(self, form: dict[str, str], faults: Faults) -> tuple[int, bytes, str | None]:
+        to = form.get("To")
+        body = form.get("Body")
+        from_ = form.get("From") or None
+        service = form.get("MessagingServiceSid") or None
+        if not to:
+            return 400, tw.MISSING_TO_BODY, None
+        if not body:
+            return 400, tw.MISSING_BODY_BODY, None
+        if from_ is None and service is None:
+            return 400, tw.MISSING_FROM_BODY, None
+        if from_ is not None and service is not None:
+            return 400, tw.BOTH_SENDERS_BODY, None
+        if len(body) > tw.MAX_BODY_CHARS:
+            return 400, tw.BODY_TOO_LONG_BODY, None
+        if not tw.E164.match(to) or to in faults.reject_numbers:
+            return 400, tw.invalid_to_body(to), None
+        sid = "SM" + os.urandom(16).hex()
+        resource = tw.message_resource(
+            account_sid=self.account_sid,
+            sid=sid,
+            to=to,
+            from_=from_,
+            messaging_service_sid=service,
+            body=body,
+        )
+        return 201, orjson.dumps(resource), sid
+
+    def _authorized(self, header: str | None) -> bool:
+        if header == self._expected_authorization:
+            return True
+        # Slow path for other spellings ("basic", padding, spaces). Parsed by hand:
+        # aiohttp 3.14 deprecates BasicAuth.
+        scheme, _, encoded = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        login, _, password = decoded.partition(":")
+        return login == self.account_sid and password == self.auth_token
+
+    def _record(self, at: float, status: int, to: str, body: str, sid: str | None) -> None:
+        self.arrivals.append(at)
+        self.records.append(Arrival(at, status, to, body, sid))
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        if sid is not None:
+            self.accepted.append(Accepted(to, body, sid, at))
+
+    async def _hold(self, request: web.Request) -> web.StreamResponse:
+        """Keep a request unanswered until its client gives up or the server stops.
+
+        Polls the transport instead of waiting to be cancelled: a runner without
+        handler cancellation would otherwise keep every abandoned request forever.
+        """
+        while not self._stopping:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            await asyncio.sleep(HANG_POLL_S)
+        # Stopping: drop the connection so the client sees a disconnect, not an answer.
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        return web.Response(status=499)  # never reaches anyone
+
+    # -- control endpoints ----------------------------------------------------------
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return _json_response(self.stats())
+
+    async def _get_control(self, request: web.Request) -> web.Response:
+        return _json_response(self.faults.to_json())
+
+    async def _post_control(self, request: web.Request) -> web.Response:
+        try:
+            changes = orjson.loads(await request.read())
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            faults = self.configure(changes)
+        except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+            return _json_response({"error": str(exc)}, status=400)
+        return _json_response(faults.to_json())
+
+    async def _post_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(status=204)
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._stopping = False
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        # Release held requests so shutdown does not wait out its timeout.
+        self._stopping = True
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def _json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=_JSON)
+
+
+def max_in_sliding_window(times: Sequence[float], window_s: float = 1.0) -> int:
+    """Largest number of `times` that fall in one half-open window [t, t + window_s).
+
+    Two times share a window iff they are less than `window_s` apart, so events exactly
+    `window_s` apart count in different windows. `times` need not be sorted.
+    """
+    if window_s <= 0:
+        raise ValueError("window_s must be > 0")
+    ordered = sorted(times)  # linear when already sorted, as arrivals are
+    best = 0
+    start = 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+# -- script mode --------------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fake_provider", description="Fake Twilio Messages API."
+    )
+    serving.add_listen_args(parser)
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
+    parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="extra uniform 0..jitter")
+    parser.add_argument("--fail-5xx", type=float, default=0.0, help="probability of a 500")
+    parser.add_argument("--throttle-429", type=float, default=0.0, help="probability of a 429")
+    parser.add_argument("--retry-after-s", type=int, default=1, help="Retry-After of a 429")
+    parser.add_argument("--hang", type=float, default=0.0, help="probability of no answer")
+    parser.add_argument(
+        "--reject-number",
+        action="append",
+        default=[],
+        metavar="E164",
+        help="answer 400/21211 for this To (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+    args = parser.parse_args(argv)
+    try:
+        faults = Faults(
+            latency_ms=args.latency_ms,
+            jitter_ms=args.jitter_ms,
+            fail_5xx=args.fail_5xx,
+            throttle_429=args.throttle_429,
+            retry_after_s=args.retry_after_s,
+            hang=args.hang,
+            reject_numbers=frozenset(args.reject_number),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args, faults
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, faults = _parse_args(argv)
+    fake = FakeTwilio(args.account_sid, args.auth_token, faults=faults, seed=args.seed)
+    serving.run(fake.make_app, args)
+
+
+if __name__ == "__main__":
+    main()
