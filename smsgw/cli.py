@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 import structlog
@@ -34,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (overrides server.host)")
     serve.add_argument("--port", type=int, help="TCP port (overrides server.port)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument(
+        "--port-file", help="write the bound port here once listening (useful with --port 0)"
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config", nargs="?", help="TOML file (default: $SMSGW_CONFIG)")
@@ -58,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=settings.server.host,
         )
         return 2
-    uvloop.run(_serve(settings))
+    uvloop.run(_serve(settings, args.port_file))
     return 0
 
 
@@ -73,6 +77,13 @@ def _with_bind_overrides(settings: Settings, host: str | None, port: int | None)
     return msgspec.structs.replace(settings, server=server)
 
 
+def _write_port_file(path: Path, port: int) -> None:
+    # Written whole then renamed, so a reader polling for the file never sees it half written.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{port}\n")
+    partial.replace(path)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -82,7 +93,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, port_file: str | None) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -96,6 +107,8 @@ async def _serve(settings: Settings) -> None:
         for address in runner.addresses:
             host, port = address[0], address[1]
             _log.info("listening", url=f"http://{host}:{port}", host=host, port=port)
+        if port_file is not None:
+            _write_port_file(Path(port_file), runner.addresses[0][1])
         await stop.wait()
         _log.info("stopping", detail="intake closed, draining the queue")
         await drain(app)

@@ -36,6 +36,7 @@ __all__ = [
     "Settings",
     "TwilioProviderSettings",
     "load_settings",
+    "parse_settings",
 ]
 
 DEFAULT_TEMPLATE = "Your {app} code is {code}. It expires in {minutes} minutes."
@@ -60,7 +61,6 @@ class ServerSettings(_Section, frozen=True, kw_only=True):
     public_url: str | None = None
     # Bound on a graceful stop: time to send what is queued before giving up.
     drain_timeout_s: float = 30.0
-    access_log: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -259,7 +259,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 
     Raises ConfigError naming the offending key.
     """
-    env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -269,8 +268,16 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
-    _apply_env_overrides(raw, env)
-    resolved = _resolve_secrets(raw, env, "")
+    return parse_settings(raw, env)
+
+
+def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Validate an already parsed TOML document (a plain mapping) with environment overrides."""
+    env = os.environ if env is None else env
+    # A shallow copy per section: overrides must not write into the caller's mapping.
+    document = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    _apply_env_overrides(document, env)
+    resolved = _resolve_secrets(document, env, "")
     try:
         return msgspec.convert(resolved, Settings)
     except msgspec.ValidationError as exc:

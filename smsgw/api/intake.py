@@ -103,11 +103,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # A chunked body has no Content-Length: aiohttp stops it at the app's client_max_size
+    # (the batch limit, raising 413), and the per-route limit is checked once it is read.
+    body = await request.read()
+    if len(body) > limit:
+        raise too_large
+    return body

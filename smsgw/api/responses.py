@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,5 +18,11 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), headers=_JSON_HEADERS)
 
 
+@functools.lru_cache(maxsize=64)
+def _rfc3339_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
+
+
 def rfc3339(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # Whole seconds, cached: under load most responses in one second share their timestamps.
+    return _rfc3339_second(int(epoch_s))

@@ -29,16 +29,16 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# Shown in the SMS; restricted so it cannot carry a link or a phishing sentence.
+AppName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}(?!\n)$")]
+Locale = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}(?!\n)$")]
 
 
 class OtpStartBody(_Body):
     phone: Phone
-    # Shown in the SMS; restricted so it cannot carry a link or a phishing sentence.
-    app: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}(?!\n)$")] | None = None
+    app: AppName | None = None
     length: Annotated[int, msgspec.Meta(ge=4, le=10)] | None = None
-    locale: (
-        Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}(?!\n)$")] | None
-    ) = None
+    locale: Locale | None = None
     ttl_s: Annotated[int, msgspec.Meta(ge=30, le=3600)] | None = None
 
 

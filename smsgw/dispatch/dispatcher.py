@@ -81,9 +81,14 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A bug must not kill the worker or lose the message: log and retry it later.
+                # A bug must not kill the worker or lose the message silently: log it and treat
+                # it as a failed attempt, so the message is retried but cannot loop forever.
                 _log.exception("dispatch_bug", message_id=message.id)
-                await self._queue.retry_later(message, self._settings.backoff_max_s)
+                message.attempts += 1
+                if message.attempts >= self._settings.max_attempts:
+                    await self._fail(message, "internal error")
+                else:
+                    await self._queue.retry_later(message, self._settings.backoff_max_s)
 
     async def _deliver(self, message: Message) -> None:
         if _is_expired(message):

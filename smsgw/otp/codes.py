@@ -26,7 +26,8 @@ class CodeHasher:
 
     def digest(self, verification_id: str, code: str) -> bytes:
         message = f"{verification_id}:{code}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).digest()
+        # hmac.digest is the one-shot C path, several times faster than hmac.new().digest().
+        return hmac.digest(self._secret, message, hashlib.sha256)
 
     def matches(self, verification_id: str, code: str, expected: bytes) -> bool:
         return hmac.compare_digest(self.digest(verification_id, code), expected)

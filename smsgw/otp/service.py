@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from dataclasses import dataclass
 
 from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
@@ -70,7 +70,7 @@ class OtpService:
         if not reservation.allowed:
             raise TooManySends(reservation.reason, math.ceil(reservation.retry_after_s))
         ttl = ttl_s or self._settings.ttl_s
-        verification_id = f"otp_{uuid.uuid4().hex}"
+        verification_id = "otp_" + os.urandom(16).hex()
         code = generate_code(length or self._settings.length)
         rendered = self._templates.render(
             app=app or self._settings.app_name, locale=locale, code=code, ttl_s=ttl

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,7 +13,9 @@ Priority = Literal["high", "normal"]
 
 
 def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
+    # 128 random bits as hex: as unguessable as a UUID4, without building a UUID object
+    # (which costs more than the rest of enqueueing a message).
+    return "msg_" + os.urandom(16).hex()
 
 
 @dataclass(slots=True)
