@@ -12,7 +12,6 @@ fake's arrival log gives the most arrivals in any sliding second (must stay <= r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import json
 import pstats
