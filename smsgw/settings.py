@@ -46,9 +46,10 @@ SECRET_PREFIX = "env:"  # noqa: S105 - a marker, not a secret
 
 
 def _invalid(key: str, problem: str) -> ValueError:
-    # msgspec reports errors raised in __post_init__ at the struct's path; prefixing the field
-    # name lets _config_error() point at the exact key.
-    return ValueError(f"{key}: {problem}")
+    # msgspec reports errors raised in __post_init__ at the struct's path; prefixing the key
+    # (in backticks, as msgspec quotes names, since template names may hold ':' or '.') lets
+    # _config_error() point at the exact key.
+    return ValueError(f"`{key}`: {problem}")
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -229,6 +230,9 @@ def _check_url(key: str, url: str) -> None:
 
 
 def _check_template(key: str, template: str) -> None:
+    if any(ord(char) < 0x20 and char != "\n" for char in template):
+        # Nothing an SMS needs, and NUL would collide with the marker render() uses.
+        raise _invalid(key, "control characters other than a line break are not allowed")
     try:
         parsed = [p for p in string.Formatter().parse(template) if p[1] is not None]
     except ValueError as exc:
@@ -299,7 +303,10 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             converted = msgspec.convert(value, field.type, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(name, str(exc).split(" - at ")[0]) from exc
-        raw.setdefault(section_name, {})[key] = converted
+        table = raw.setdefault(section_name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section_name, "must be a table")
+        table[key] = converted
 
 
 def _resolve_secrets(value: Any, env: Mapping[str, str], key: str) -> Any:
@@ -317,16 +324,16 @@ def _resolve_secrets(value: Any, env: Mapping[str, str], key: str) -> Any:
 
 _LOCATION = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
-_FIELD_PREFIX = re.compile(r"^(?P<field>\w+): (?P<message>.*)$", re.DOTALL)
+_FIELD_PREFIX = re.compile(r"^`(?P<field>[^`]+)`: (?P<message>.*)$", re.DOTALL)
 
 
 def _config_error(text: str) -> ConfigError:
     """Turn msgspec's "problem - at `$.a[0].b`" into ConfigError("a[0].b.field", problem)."""
     match = _LOCATION.match(text)
     message, path = (match["message"], match["path"]) if match else (text, "")
-    field_match = _FIELD_PREFIX.match(message) or _FIELD_IN_MESSAGE.search(message)
-    if field_match:
-        path = f"{path}.{field_match['field']}"
-        if _FIELD_PREFIX.match(message):
-            message = field_match["message"]
+    prefixed = _FIELD_PREFIX.match(message)
+    if prefixed:
+        path, message = f"{path}.{prefixed['field']}", prefixed["message"]
+    elif named := _FIELD_IN_MESSAGE.search(message):
+        path = f"{path}.{named['field']}"
     return ConfigError(path.lstrip(".") or "(root)", message)

@@ -23,13 +23,18 @@ T = TypeVar("T")
 
 
 def json_endpoint(
-    handler: JsonHandler, *, max_body: int = DEFAULT_MAX_BODY
+    handler: JsonHandler, *, max_body: int = DEFAULT_MAX_BODY, takes_new_work: bool = True
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Wrap `handler(request, client, body)` with the checks every POST shares."""
+    """Wrap `handler(request, client, body)` with the checks every POST shares.
+
+    `takes_new_work` endpoints (those that queue messages) are refused while draining;
+    the others (checking a code) keep answering until the process stops, so a user whose
+    code is already on its way can still use it during a deploy.
+    """
 
     async def endpoint(request: web.Request) -> web.Response:
         client = request.app[AUTH].authenticate(request)
-        if request.app[STATE].draining:
+        if takes_new_work and request.app[STATE].draining:
             raise Problem(
                 503,
                 "draining",
@@ -67,11 +72,14 @@ def decode_body(body: bytes, body_type: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=body_type)
     except msgspec.ValidationError as exc:
+        # msgspec validates while it parses, so a field error can come before a syntax error
+        # later in the body: broken JSON must be reported as such.
+        _raise_if_malformed(body)
         message, _, path = str(exc).partition(" - at `")
         pointer = _json_pointer(path.rstrip("`"))
         field = re.search(r"field `([^`]+)`", message)
         if field:  # missing or unknown field: point at the field, not at its parent object
-            pointer = f"{pointer.rstrip('/')}/{field.group(1)}"
+            pointer = f"{pointer}/{field.group(1)}"
         raise Problem(
             400,
             "invalid-request",
@@ -79,16 +87,25 @@ def decode_body(body: bytes, body_type: type[T]) -> T:
             message,
             errors=[{"pointer": pointer, "detail": message}],
         ) from exc
-    except msgspec.DecodeError as exc:
-        raise Problem(
-            400, "malformed-json", "Malformed JSON", "the body is not valid JSON"
-        ) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _malformed() from exc
+
+
+def _raise_if_malformed(body: bytes) -> None:
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _malformed() from exc
+
+
+def _malformed() -> Problem:
+    return Problem(400, "malformed-json", "Malformed JSON", "the body is not valid UTF-8 JSON")
 
 
 def _json_pointer(path: str) -> str:
-    # msgspec's "$.messages[3].to" -> RFC 6901 fragment "#/messages/3/to"
+    # msgspec's "$.messages[3].to" -> RFC 6901 fragment "#/messages/3/to"; "$" -> "#"
     parts = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path.removeprefix("$"))
-    return "#/" + "/".join(name or index for name, index in parts)
+    return "#" + "".join("/" + (name or index) for name, index in parts)
 
 
 def _is_json(content_type: str) -> bool:

@@ -51,7 +51,7 @@ async def start_verification(request: web.Request, client: str, body: bytes) -> 
             "status": "pending",
             "phone": started.phone,
             "expires_at": rfc3339(started.expires_at),
-            "resend_after": rfc3339(started.resend_after),
+            "resend_after": rfc3339(started.resend_after, round_up=True),
             "message_id": started.message_id,
         },
         status=202,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,11 @@ def _rfc3339_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
-def rfc3339(epoch_s: float) -> str:
-    # Whole seconds, cached: under load most responses in one second share their timestamps.
-    return _rfc3339_second(int(epoch_s))
+def rfc3339(epoch_s: float, *, round_up: bool = False) -> str:
+    """Whole seconds (cached: under load most responses in a second share their times).
+
+    Round down for deadlines (an expiry shown early is safe), up for earliest-allowed times
+    (a client waiting until `resend_after` must not be refused).
+    """
+    second = math.ceil(epoch_s) if round_up else math.floor(epoch_s)
+    return _rfc3339_second(second)

@@ -17,7 +17,7 @@ MAX_BATCH_BODY = 4 * 1024 * 1024
 def add_routes(app: web.Application) -> None:
     load_openapi(app)
     app.router.add_post("/v1/otp", json_endpoint(start_verification))
-    app.router.add_post("/v1/otp/verify", json_endpoint(verify_code))
+    app.router.add_post("/v1/otp/verify", json_endpoint(verify_code, takes_new_work=False))
     app.router.add_post("/v1/messages", json_endpoint(send_message))
     app.router.add_post("/v1/messages/batch", json_endpoint(send_batch, max_body=MAX_BATCH_BODY))
     app.router.add_get("/healthz", healthz, allow_head=False)

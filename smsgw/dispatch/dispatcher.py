@@ -149,8 +149,6 @@ class Dispatcher:
         self, message: Message, provider: Provider, exc: RetryableProviderError
     ) -> None:
         message.attempts += 1
-        if exc.ambiguous:
-            self.stats.possible_duplicates += 1
         if provider.name not in message.failed_providers:
             message.failed_providers = (*message.failed_providers, provider.name)
         delay = backoff_delay(
@@ -163,6 +161,9 @@ class Dispatcher:
             await self._expire(message)
         else:
             self.stats.retried += 1
+            if exc.ambiguous:
+                # The provider may have sent it already; this retry may deliver it twice.
+                self.stats.possible_duplicates += 1
             _log.debug(
                 "retry",
                 message_id=message.id,

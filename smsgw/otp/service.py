@@ -96,11 +96,15 @@ class OtpService:
             created_at=now,
         )
         # Stored before queued, so a fast delivery never races ahead of its verification.
-        await self._store.save(verification)
+        replaced = await self._store.save(verification)
         try:
             await self._queue.put(message)
         except QueueFull:
+            # Nothing was sent: undo everything, including the replacement of a code the user
+            # may still be holding.
             await self._store.discard(verification_id)
+            if replaced is not None:
+                await self._store.save(replaced)
             await self._store.release_send(phone.e164, now)
             raise
         return StartedVerification(

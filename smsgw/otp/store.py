@@ -60,8 +60,8 @@ class OtpStore(Protocol):
     async def release_send(self, phone: str, at: float) -> None:
         """Forget the send recorded at `at` (the message could not be queued)."""
 
-    async def save(self, verification: Verification) -> None:
-        """Store it as the one pending verification of (client, phone), replacing any other."""
+    async def save(self, verification: Verification) -> Verification | None:
+        """Store it as the one pending verification of (client, phone); return the replaced one."""
 
     async def discard(self, verification_id: str) -> None: ...
 
@@ -105,13 +105,13 @@ class MemoryOtpStore:
         if sends is not None and at in sends:
             sends.remove(at)
 
-    async def save(self, verification: Verification) -> None:
+    async def save(self, verification: Verification) -> Verification | None:
         key = (verification.client, verification.phone)
-        previous = self._pending_by_phone.get(key)
-        if previous is not None:
-            self._verifications.pop(previous, None)
+        previous_id = self._pending_by_phone.get(key)
+        previous = None if previous_id is None else self._verifications.pop(previous_id, None)
         self._verifications[verification.id] = verification
         self._pending_by_phone[key] = verification.id
+        return previous
 
     async def discard(self, verification_id: str) -> None:
         self._drop(verification_id)

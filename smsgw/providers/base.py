@@ -60,7 +60,7 @@ class Provider(ABC):
                 provider=self.name,
                 message_id=sms.message_id,
                 error=type(exc).__name__,
-                code=exc.code,
+                provider_code=exc.code,
                 detail=exc.detail,
             )
             raise
