@@ -38,6 +38,8 @@ def parse_phone(raw: str) -> PhoneNumber:
         raise InvalidPhoneNumber(
             "not a phone number in international form (e.g. +14155550100)"
         ) from exc
+    if number.extension:
+        raise InvalidPhoneNumber("a number with an extension cannot receive an SMS")
     # number_type() does the validity check too (UNKNOWN for invalid numbers), so one call
     # answers both questions.
     number_type = phonenumbers.number_type(number)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import ClientResponse
+from aioresponses import aioresponses
+from yarl import URL
 
 from smsgw.settings import Settings, parse_settings
 
@@ -42,3 +46,19 @@ def code_in(sms_body: str) -> str:
     match = re.search(r"code is (\d+)", sms_body)
     assert match, sms_body
     return match.group(1)
+
+
+class CompatResponse(ClientResponse):
+    # aioresponses 0.7.9 does not pass the `stream_writer` that aiohttp 3.14 requires
+    # (pnuckowski/aioresponses#289); a finished request only needs its output size.
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+class FakeHttp(aioresponses):  # type: ignore[misc]
+    """aioresponses whose faked answers work with aiohttp 3.14 (see CompatResponse)."""
+
+    def add(self, url: Any, method: str = "GET", **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", CompatResponse)
+        super().add(url, method, **kwargs)

@@ -25,7 +25,7 @@ class Templates:
         self._templates = dict(templates)
 
     def choose(self, app: str, locale: str | None) -> str:
-        """Most specific first: app:locale, app, locale, language, default."""
+        """Most specific first: app:locale, app:language, app, locale, language, default."""
         keys: list[str] = []
         if locale:
             language = locale.split("-")[0]

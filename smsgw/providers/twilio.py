@@ -123,6 +123,9 @@ class TwilioProvider(Provider):
         if status in (401, 403):
             # Our credentials, not the message: another provider (or a fixed config) can send it.
             raise RetryableProviderError(self.name, "authentication failed", code=code_text)
+        if status == 404:
+            # Wrong account sid or base_url: also our configuration, not the message.
+            raise RetryableProviderError(self.name, "endpoint not found", code=code_text)
         reason = PERMANENT_CODES.get(code or 0, f"rejected with HTTP {status}")
         raise PermanentProviderError(self.name, reason, code=code_text)
 

@@ -1,0 +1,238 @@
+"""MemoryLimiter: never more than `rate` grants in any 1 s window, pauses, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from smsgw.limiter.memory import MemoryLimiter
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
+    """Most grants in any half-open window [t, t + window) of the given length."""
+    ordered = sorted(times)
+    best = 0
+    start = 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_window_counter_itself() -> None:
+    assert max_in_window([]) == 0
+    assert max_in_window([0.0, 0.5, 0.999]) == 3
+    assert max_in_window([0.0, 0.5, 1.0]) == 2  # 1.0 is outside [0, 1)
+    assert max_in_window([0.0, 1.0, 1.5, 1.9, 2.0]) == 3
+
+
+async def run_acquirers(
+    limiter: MemoryLimiter, provider: str, workers: int, duration_s: float
+) -> list[float]:
+    """`workers` tasks acquire in a loop for `duration_s`; returns every grant's time."""
+    grants: list[float] = []
+    deadline = time.monotonic() + duration_s
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            await limiter.acquire(provider)
+            grants.append(time.monotonic())
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    await asyncio.sleep(duration_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return grants
+
+
+@pytest.fixture
+async def limiters() -> AsyncIterator[list[MemoryLimiter]]:
+    made: list[MemoryLimiter] = []
+    yield made
+    for limiter in made:
+        await limiter.close()
+
+
+async def test_no_window_holds_more_than_rate(limiters: list[MemoryLimiter]) -> None:
+    rate = 200
+    limiter = MemoryLimiter({"twilio": rate})
+    limiters.append(limiter)
+    grants = await run_acquirers(limiter, "twilio", workers=100, duration_s=1.5)
+
+    assert max_in_window(grants) <= rate
+    # Saturated, it still gets a fair share through (loose: machines are noisy).
+    assert max_in_window(grants) >= rate * 0.5
+    assert len(grants) >= rate * 0.75
+
+
+async def test_sliding_log_binds_even_when_pacing_would_allow_more(
+    limiters: list[MemoryLimiter],
+) -> None:
+    """With pacing at 4x the rate and a 1 s burst allowance, only the log enforces the rate."""
+    rate = 50
+    limiter = MemoryLimiter({"p": rate}, pace=4.0, burst_s=1.0)
+    limiters.append(limiter)
+    grants = await run_acquirers(limiter, "p", workers=80, duration_s=1.5)
+    assert max_in_window(grants) <= rate
+    assert max_in_window(grants) >= rate * 0.5
+
+
+async def test_fractional_rate_rounds_down(limiters: list[MemoryLimiter]) -> None:
+    limiter = MemoryLimiter({"p": 2.5}, pace=10.0, burst_s=1.0)
+    limiters.append(limiter)
+    grants = await run_acquirers(limiter, "p", workers=5, duration_s=1.2)
+    assert 1 <= max_in_window(grants) <= 2
+
+
+async def test_rates_are_per_provider(limiters: list[MemoryLimiter]) -> None:
+    limiter = MemoryLimiter({"slow": 5, "fast": 100})
+    limiters.append(limiter)
+    slow, fast = await asyncio.gather(
+        run_acquirers(limiter, "slow", workers=10, duration_s=1.2),
+        run_acquirers(limiter, "fast", workers=10, duration_s=1.2),
+    )
+    assert max_in_window(slow) <= 5
+    assert max_in_window(fast) <= 100
+    assert len(fast) > 5 * len(slow) > 0
+
+
+async def test_unlimited_and_unknown_providers_pass_at_once(
+    limiters: list[MemoryLimiter],
+) -> None:
+    limiter = MemoryLimiter({"console": None})
+    limiters.append(limiter)
+    started = time.monotonic()
+    for _ in range(5000):
+        await limiter.acquire("console")
+        await limiter.acquire("not-configured")
+    assert time.monotonic() - started < 2.0
+
+
+async def test_pause_holds_grants_for_the_pause(limiters: list[MemoryLimiter]) -> None:
+    limiter = MemoryLimiter({"p": 1000})
+    limiters.append(limiter)
+    await limiter.acquire("p")
+    started = time.monotonic()
+    await limiter.pause("p", 0.3)
+    await asyncio.wait_for(limiter.acquire("p"), 2)
+    assert time.monotonic() - started >= 0.28
+
+
+async def test_pause_blocks_waiters_already_queued(limiters: list[MemoryLimiter]) -> None:
+    limiter = MemoryLimiter({"p": 1000})
+    limiters.append(limiter)
+    await limiter.pause("p", 0.3)
+    started = time.monotonic()
+    times: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire("p")
+        times.append(time.monotonic() - started)
+
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(10))), 2)
+    assert min(times) >= 0.28
+
+
+async def test_pause_applies_to_unlimited_providers(limiters: list[MemoryLimiter]) -> None:
+    limiter = MemoryLimiter({"console": None})
+    limiters.append(limiter)
+    await limiter.pause("console", 0.2)
+    started = time.monotonic()
+    await asyncio.wait_for(limiter.acquire("console"), 2)
+    assert time.monotonic() - started >= 0.18
+
+
+async def test_pause_of_one_provider_leaves_others_alone(limiters: list[MemoryLimiter]) -> None:
+    limiter = MemoryLimiter({"a": 1000, "b": 1000})
+    limiters.append(limiter)
+    await limiter.pause("a", 5)
+    await asyncio.wait_for(limiter.acquire("b"), 0.5)
+    await limiter.pause("unknown", 5)  # no error for a provider it does not know
+
+
+async def test_shorter_pause_does_not_shorten_a_longer_one(
+    limiters: list[MemoryLimiter],
+) -> None:
+    limiter = MemoryLimiter({"p": 1000})
+    limiters.append(limiter)
+    started = time.monotonic()
+    await limiter.pause("p", 0.3)
+    await limiter.pause("p", 0.05)
+    await asyncio.wait_for(limiter.acquire("p"), 2)
+    assert time.monotonic() - started >= 0.28
+
+
+async def test_cancelled_waiter_does_not_break_the_limiter(
+    limiters: list[MemoryLimiter],
+) -> None:
+    limiter = MemoryLimiter({"p": 10})  # one grant every ~0.1 s
+    limiters.append(limiter)
+    await limiter.acquire("p")
+    first = asyncio.create_task(limiter.acquire("p"))
+    second = asyncio.create_task(limiter.acquire("p"))
+    await asyncio.sleep(0.01)
+    assert not first.done()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The next waiter still gets its turn, and later callers too.
+    await asyncio.wait_for(second, 1)
+    await asyncio.wait_for(limiter.acquire("p"), 1)
+
+
+async def test_all_waiters_cancelled_then_new_acquire_works(
+    limiters: list[MemoryLimiter],
+) -> None:
+    limiter = MemoryLimiter({"p": 5})
+    limiters.append(limiter)
+    await limiter.acquire("p")
+    waiters = [asyncio.create_task(limiter.acquire("p")) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    await asyncio.sleep(0.3)  # the release loop finds only cancelled waiters and stops
+    await asyncio.wait_for(limiter.acquire("p"), 1)
+    # And the rate still holds afterwards.
+    grants = await run_acquirers(limiter, "p", workers=5, duration_s=1.1)
+    assert max_in_window(grants) <= 5
+
+
+async def test_wait_for_timeouts_under_load_keep_the_rate(
+    limiters: list[MemoryLimiter],
+) -> None:
+    """Acquirers that give up (timeouts) while others wait must not open extra room."""
+    rate = 50
+    limiter = MemoryLimiter({"p": rate})
+    limiters.append(limiter)
+    grants: list[float] = []
+    deadline = time.monotonic() + 1.3
+
+    async def impatient() -> None:
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(limiter.acquire("p"), 0.03)
+            except TimeoutError:
+                continue
+            grants.append(time.monotonic())
+
+    await asyncio.gather(*(impatient() for _ in range(40)))
+    assert max_in_window(grants) <= rate
+    assert len(grants) > 0
+
+
+async def test_close_cancels_pending_acquires() -> None:
+    limiter = MemoryLimiter({"p": 1})
+    await limiter.acquire("p")
+    pending = asyncio.create_task(limiter.acquire("p"))
+    await asyncio.sleep(0.01)
+    await limiter.close()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(pending, 1)

@@ -1,0 +1,248 @@
+"""MemoryOtpStore: the send policy, one pending verification per (client, phone), atomic
+attempt counting, expiry and approval. Time is passed in explicitly, never slept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smsgw.otp.store import MemoryOtpStore, SendPolicy, Verification
+
+pytestmark = pytest.mark.timeout(30)
+
+PHONE = "+14155550100"
+OTHER_PHONE = "+14155550101"
+POLICY = SendPolicy(max_sends=5, window_s=600, cooldown_s=30)
+T0 = 1_700_000_000.0
+
+
+def verification(
+    vid: str = "otp_1",
+    client: str = "app",
+    phone: str = PHONE,
+    expires_at: float = T0 + 600,
+    max_attempts: int = 5,
+) -> Verification:
+    return Verification(
+        id=vid,
+        client=client,
+        phone=phone,
+        code_hash=b"h" * 32,
+        created_at=T0,
+        expires_at=expires_at,
+        max_attempts=max_attempts,
+    )
+
+
+# --- send policy --------------------------------------------------------------------------
+
+
+async def test_first_send_is_allowed_and_sets_the_cooldown() -> None:
+    store = MemoryOtpStore()
+    reservation = await store.reserve_send(PHONE, T0, POLICY)
+    assert reservation.allowed
+    assert reservation.retry_after_s == 0
+    assert reservation.next_send_at == T0 + 30
+
+
+async def test_resend_within_cooldown_is_refused_with_the_remaining_wait() -> None:
+    store = MemoryOtpStore()
+    await store.reserve_send(PHONE, T0, POLICY)
+    refused = await store.reserve_send(PHONE, T0 + 10, POLICY)
+    assert not refused.allowed
+    assert refused.reason == "resend-cooldown"
+    assert refused.retry_after_s == pytest.approx(20)
+    # The refusal recorded nothing: the cooldown still ends 30 s after the first send.
+    assert (await store.reserve_send(PHONE, T0 + 30, POLICY)).allowed
+
+
+async def test_five_sends_per_window_then_refused_until_the_first_ages_out() -> None:
+    store = MemoryOtpStore()
+    times = [T0 + 30 * i for i in range(5)]
+    reservations = [await store.reserve_send(PHONE, t, POLICY) for t in times]
+    assert all(r.allowed for r in reservations)
+    assert [r.next_send_at for r in reservations[:4]] == [t + 30 for t in times[:4]]
+    # After the fifth, the next send is possible only when the first leaves the window.
+    assert reservations[4].next_send_at == T0 + 600
+
+    refused = await store.reserve_send(PHONE, T0 + 150, POLICY)
+    assert not refused.allowed
+    assert refused.reason == "too-many-sends"
+    assert refused.retry_after_s == pytest.approx(450)
+
+    still = await store.reserve_send(PHONE, T0 + 599, POLICY)
+    assert not still.allowed
+    assert still.retry_after_s == pytest.approx(1)
+
+    assert (await store.reserve_send(PHONE, T0 + 600, POLICY)).allowed
+
+
+async def test_send_history_is_per_number() -> None:
+    store = MemoryOtpStore()
+    await store.reserve_send(PHONE, T0, POLICY)
+    assert (await store.reserve_send(OTHER_PHONE, T0 + 1, POLICY)).allowed
+    assert not (await store.reserve_send(PHONE, T0 + 1, POLICY)).allowed
+
+
+async def test_release_send_forgets_the_reservation() -> None:
+    store = MemoryOtpStore()
+    await store.reserve_send(PHONE, T0, POLICY)
+    await store.reserve_send(PHONE, T0 + 30, POLICY)
+    await store.release_send(PHONE, T0 + 30)
+    # Without the released send, only the one at T0 counts: its cooldown is over.
+    again = await store.reserve_send(PHONE, T0 + 31, POLICY)
+    assert again.allowed
+
+
+async def test_release_send_only_forgets_the_given_time() -> None:
+    store = MemoryOtpStore()
+    await store.reserve_send(PHONE, T0, POLICY)
+    await store.release_send(PHONE, T0 + 5)  # nothing recorded then
+    await store.release_send(OTHER_PHONE, T0)  # unknown number
+    assert not (await store.reserve_send(PHONE, T0 + 10, POLICY)).allowed
+
+
+async def test_zero_cooldown_only_counts_sends() -> None:
+    store = MemoryOtpStore()
+    policy = SendPolicy(max_sends=3, window_s=60, cooldown_s=0)
+    results = [(await store.reserve_send(PHONE, T0, policy)).allowed for _ in range(4)]
+    assert results == [True, True, True, False]
+
+
+# --- pending verifications ----------------------------------------------------------------
+
+
+async def test_save_replaces_the_pending_verification_of_the_same_client_and_phone() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification("otp_old"))
+    await store.save(verification("otp_new"))
+
+    old = await store.reserve_attempt("app", T0, verification_id="otp_old", phone=None)
+    assert old.outcome == "not_found"
+    by_phone = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    assert by_phone.outcome == "reserved"
+    assert by_phone.verification is not None
+    assert by_phone.verification.id == "otp_new"
+
+
+async def test_save_returns_the_verification_it_replaced() -> None:
+    store = MemoryOtpStore()
+    old = verification("otp_old")
+    assert await store.save(old) is None
+    assert await store.save(verification("otp_new")) == old
+    assert await store.save(verification("otp_other", client="other")) is None
+
+
+async def test_save_does_not_touch_another_clients_verification() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification("otp_a", client="a"))
+    await store.save(verification("otp_b", client="b"))
+
+    a = await store.reserve_attempt("a", T0, verification_id=None, phone=PHONE)
+    b = await store.reserve_attempt("b", T0, verification_id=None, phone=PHONE)
+    assert a.verification is not None
+    assert b.verification is not None
+    assert (a.verification.id, b.verification.id) == ("otp_a", "otp_b")
+
+
+async def test_another_client_cannot_use_a_verification_id() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification("otp_a", client="a"))
+    result = await store.reserve_attempt("b", T0, verification_id="otp_a", phone=None)
+    assert result.outcome == "not_found"
+    # And the stranger's try did not cost the owner an attempt.
+    own = await store.reserve_attempt("a", T0, verification_id="otp_a", phone=None)
+    assert own.verification is not None
+    assert own.verification.attempts == 1
+
+
+async def test_unknown_lookups_are_not_found() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification())
+    for vid, phone in [("otp_x", None), (None, OTHER_PHONE), (None, None), ("", None)]:
+        result = await store.reserve_attempt("app", T0, verification_id=vid, phone=phone)
+        assert result.outcome == "not_found"
+
+
+async def test_attempts_are_counted_then_exhausted() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification(max_attempts=3))
+    results = [
+        await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
+        for _ in range(5)
+    ]
+    assert [r.outcome for r in results] == ["reserved"] * 3 + ["exhausted"] * 2
+    assert [r.verification.attempts for r in results[:3] if r.verification] == [1, 2, 3]
+
+
+async def test_concurrent_attempts_reserve_exactly_max_attempts() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification(max_attempts=5))
+
+    async def attempt() -> str:
+        await asyncio.sleep(0)  # let all 50 start before any runs
+        result = await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
+        return result.outcome
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert outcomes.count("reserved") == 5
+    assert outcomes.count("exhausted") == 45
+
+
+async def test_expired_verification_is_not_found_and_gone() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification(expires_at=T0 + 600))
+    live = await store.reserve_attempt("app", T0 + 599, verification_id="otp_1", phone=None)
+    assert live.outcome == "reserved"
+    expired = await store.reserve_attempt("app", T0 + 600, verification_id="otp_1", phone=None)
+    assert expired.outcome == "not_found"
+    # Dropped, not just hidden: even an earlier clock no longer finds it, nor does the phone.
+    again = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    assert again.outcome == "not_found"
+
+
+async def test_approve_once() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification())
+    assert await store.approve("otp_1") is True
+    assert await store.approve("otp_1") is False
+    after = await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
+    assert after.outcome == "not_found"
+    assert await store.approve("otp_never") is False
+
+
+async def test_discard_removes_the_verification_and_its_phone_index() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification())
+    await store.discard("otp_1")
+    result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    assert result.outcome == "not_found"
+
+
+async def test_dropping_a_replaced_verification_keeps_the_new_one() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification("otp_old"))
+    await store.save(verification("otp_new"))
+    await store.discard("otp_old")  # e.g. a late rollback of the replaced one
+    result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    assert result.verification is not None
+    assert result.verification.id == "otp_new"
+
+
+async def test_sweep_drops_expired_verifications_and_stale_send_history() -> None:
+    store = MemoryOtpStore()
+    await store.save(verification("otp_dead", phone=PHONE, expires_at=T0 + 100))
+    await store.save(verification("otp_live", phone=OTHER_PHONE, expires_at=T0 + 1000))
+    await store.reserve_send(PHONE, T0, POLICY)  # stale by T0 + 700
+    await store.reserve_send(OTHER_PHONE, T0 + 650, POLICY)  # still in the window
+
+    assert store.sweep(T0 + 700, POLICY.window_s) == 2  # one verification, one history
+
+    dead = await store.reserve_attempt("app", T0, verification_id="otp_dead", phone=None)
+    assert dead.outcome == "not_found"
+    live = await store.reserve_attempt("app", T0 + 700, verification_id="otp_live", phone=None)
+    assert live.outcome == "reserved"
+    # The kept history still enforces the cooldown.
+    assert not (await store.reserve_send(OTHER_PHONE, T0 + 660, POLICY)).allowed
+    assert store.sweep(T0 + 700, POLICY.window_s) == 0

@@ -1,0 +1,398 @@
+"""Settings: defaults, the documented file shape, start-up errors that name the key, env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from smsgw.errors import ConfigError
+from smsgw.settings import (
+    ConsoleProviderSettings,
+    TwilioProviderSettings,
+    load_settings,
+    parse_settings,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+FULL_TOML = """
+[server]
+host = "127.0.0.1"
+port = 8080
+public_url = "https://sms.example.com"   # how providers reach our webhooks
+
+[otp]
+secret = "env:SMSGW_OTP_SECRET"
+length = 6
+ttl_s = 600
+max_attempts = 5
+
+[redis]
+url = "redis://127.0.0.1:6379/0"
+
+[queue]
+backend = "memory"
+max_size = 100000
+
+[audit]
+backend = "sqlite"
+path = "./data/audit.sqlite3"
+table = "smsgw-audit"
+endpoint_url = "http://127.0.0.1:8000"
+region = "us-east-1"
+
+[[clients]]
+name = "login-app"
+key = "env:LOGIN_APP_KEY"
+
+[[providers]]
+name = "twilio"
+kind = "twilio"
+rate = 5000
+weight = 60
+countries = ["*"]
+base_url = "https://api.twilio.com"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "env:TWILIO_AUTH_TOKEN"
+from = "+15005550006"
+
+[[providers]]
+name = "console"
+kind = "console"
+path = "./data/sms.jsonl"
+"""
+
+FULL_ENV = {
+    "SMSGW_OTP_SECRET": "otp-secret-0123456789abcdef",
+    "LOGIN_APP_KEY": "login-app-key-0123456789",
+    "TWILIO_AUTH_TOKEN": "twilio-token-abcdef",
+}
+
+TWILIO = {
+    "name": "twilio",
+    "kind": "twilio",
+    "account_sid": "AC1",
+    "auth_token": "token",
+    "from": "+15005550006",
+}
+
+
+def config_error(raw: dict[str, Any], env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(raw, env={} if env is None else env)
+    return info.value
+
+
+# --- defaults and the documented file -----------------------------------------------------
+
+
+def test_defaults_load_without_a_file() -> None:
+    settings = load_settings(None, env={})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8080
+    assert settings.otp.length == 6
+    assert settings.otp.ttl_s == 600
+    assert settings.otp.max_attempts == 5
+    assert settings.otp.max_sends == 5
+    assert settings.otp.send_window_s == 600
+    assert settings.otp.resend_cooldown_s == 30
+    assert settings.otp.secret is None
+    assert settings.redis.url is None
+    assert settings.queue.backend == "memory"
+    assert settings.audit.backend == "sqlite"
+    assert settings.clients == ()
+    assert settings.providers == ()
+
+
+def test_active_providers_default_to_console_on_stdout() -> None:
+    settings = load_settings(None, env={})
+    [console] = settings.active_providers
+    assert isinstance(console, ConsoleProviderSettings)
+    assert console.name == "console"
+    assert console.path is None
+    assert console.rate is None
+
+
+def test_active_providers_are_the_configured_ones_when_present() -> None:
+    settings = parse_settings({"providers": [TWILIO]}, env={})
+    assert [p.name for p in settings.active_providers] == ["twilio"]
+
+
+def test_full_file_in_the_documented_shape(tmp_path: Path) -> None:
+    path = tmp_path / "smsgw.toml"
+    path.write_text(FULL_TOML)
+
+    settings = load_settings(path, env=FULL_ENV)
+
+    assert settings.server.public_url == "https://sms.example.com"
+    assert settings.otp.secret == FULL_ENV["SMSGW_OTP_SECRET"]
+    assert settings.redis.url == "redis://127.0.0.1:6379/0"
+    assert settings.queue.max_size == 100_000
+    assert settings.audit.endpoint_url == "http://127.0.0.1:8000"
+    assert settings.audit.table == "smsgw-audit"
+    [client] = settings.clients
+    assert client.name == "login-app"
+    assert client.key == FULL_ENV["LOGIN_APP_KEY"]
+    twilio, console = settings.providers
+    assert isinstance(twilio, TwilioProviderSettings)
+    assert twilio.auth_token == FULL_ENV["TWILIO_AUTH_TOKEN"]
+    assert twilio.from_ == "+15005550006"
+    assert twilio.rate == 5000
+    assert twilio.weight == 60
+    assert twilio.countries == ("*",)
+    assert twilio.base_url == "https://api.twilio.com"
+    assert isinstance(console, ConsoleProviderSettings)
+    assert console.path == "./data/sms.jsonl"
+    assert settings.active_providers == settings.providers
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(None, env={})
+    with pytest.raises(AttributeError):
+        settings.server.port = 1  # type: ignore[misc]
+
+
+def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(missing, env={})
+    assert info.value.key == str(missing)
+
+
+def test_invalid_toml_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server\nport = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.key == str(path)
+    assert "TOML" in info.value.problem
+
+
+# --- start-up errors name their key -------------------------------------------------------
+
+
+def test_wrong_type_names_the_key() -> None:
+    error = config_error({"server": {"port": "x"}})
+    assert error.key == "server.port"
+    assert "int" in error.problem
+    assert str(error).startswith("server.port: ")
+
+
+def test_out_of_range_port_names_the_key() -> None:
+    assert config_error({"server": {"port": 70000}}).key == "server.port"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"nope": 1}, "nope"),
+        ({"server": {"prot": 8080}}, "server.prot"),
+        ({"providers": [{"name": "c", "kind": "console", "colour": "red"}]}, "providers[0].colour"),
+        ({"providers": [TWILIO, {**TWILIO, "name": "t2", "auth": "x"}]}, "providers[1].auth"),
+    ],
+    ids=["top-level", "in-section", "in-provider", "in-second-provider"],
+)
+def test_unknown_key_is_an_error_naming_it(raw: dict[str, Any], key: str) -> None:
+    error = config_error(raw)
+    assert error.key == key
+    assert "unknown" in error.problem
+
+
+def test_missing_secret_names_the_key_not_the_value() -> None:
+    error = config_error({"providers": [{**TWILIO, "auth_token": "env:NOPE"}]})
+    assert error.key == "providers[0].auth_token"
+    assert "NOPE" in error.problem
+
+
+def test_empty_secret_counts_as_missing() -> None:
+    error = config_error({"otp": {"secret": "env:EMPTY"}}, env={"EMPTY": ""})
+    assert error.key == "otp.secret"
+
+
+def test_secret_of_a_client_names_the_key() -> None:
+    assert config_error({"clients": [{"name": "a", "key": "env:NOPE"}]}).key == "clients[0].key"
+
+
+@pytest.mark.parametrize("field", ["account_sid", "auth_token", "name"])
+def test_missing_required_provider_field(field: str) -> None:
+    entry = {k: v for k, v in TWILIO.items() if k != field}
+    error = config_error({"providers": [entry]})
+    assert error.key == f"providers[0].{field}"
+    assert "missing" in error.problem
+
+
+def test_twilio_needs_a_sender() -> None:
+    entry = {k: v for k, v in TWILIO.items() if k != "from"}
+    assert config_error({"providers": [entry]}).key == "providers[0].from"
+
+
+def test_unknown_provider_kind_names_the_key() -> None:
+    error = config_error({"providers": [{"name": "x", "kind": "carrier-pigeon"}]})
+    assert error.key == "providers[0].kind"
+
+
+def test_bad_country_code_names_the_key() -> None:
+    error = config_error({"providers": [{**TWILIO, "countries": ["US", "XX"]}]})
+    assert error.key == "providers[0].countries"
+    assert "XX" in error.problem
+
+
+@pytest.mark.parametrize("weight", [0, -1, -0.5])
+def test_weight_must_be_positive(weight: float) -> None:
+    raw = {"providers": [{"name": "a", "kind": "console"}, {**TWILIO, "weight": weight}]}
+    assert config_error(raw).key == "providers[1].weight"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("Your code has no placeholder", "exactly once"),
+        ("{code} or {code}", "exactly once"),
+        ("{code} for {user}", "unknown placeholder {user}"),
+        ("{code:>8}", "format spec"),
+        ("{code!r}", "format spec"),
+        ("{code", "bad template"),
+    ],
+    ids=["no-code", "two-codes", "unknown-placeholder", "format-spec", "conversion", "unclosed"],
+)
+def test_bad_templates_are_refused(template: str, problem: str) -> None:
+    error = config_error({"otp": {"templates": {"default": template}}})
+    assert error.key.startswith("otp")
+    assert problem in error.problem
+    assert "templates.default" in str(error)
+
+
+def test_good_templates_are_accepted() -> None:
+    templates = {
+        "default": "{code} is your code",
+        "fr": "Votre code {app} est {code}. Valable {minutes} minutes.",
+        "login:de-AT": "{code}",
+    }
+    settings = parse_settings({"otp": {"templates": templates}}, env={})
+    assert settings.otp.templates == templates
+
+
+def test_bad_template_names_the_exact_key() -> None:
+    error = config_error({"otp": {"templates": {"login:fr": "no code here"}}})
+    assert error.key == "otp.templates.login:fr"
+
+
+def test_redis_queue_without_redis_url_names_the_key() -> None:
+    error = config_error({"queue": {"backend": "redis"}})
+    assert error.key == "queue.backend"
+
+
+@pytest.mark.parametrize("length", [0, 3, 11, 100])
+def test_otp_length_outside_4_to_10(length: int) -> None:
+    error = config_error({"otp": {"length": length}})
+    assert error.key == "otp.length"
+
+
+@pytest.mark.parametrize("length", [4, 10])
+def test_otp_length_bounds_are_inclusive(length: int) -> None:
+    assert parse_settings({"otp": {"length": length}}, env={}).otp.length == length
+
+
+def test_duplicate_provider_names() -> None:
+    raw = {"providers": [TWILIO, {"name": "twilio", "kind": "console"}]}
+    error = config_error(raw)
+    assert error.key == "providers"
+    assert "twilio" in error.problem
+
+
+def test_duplicate_client_names() -> None:
+    raw = {"clients": [{"name": "a", "key": "k" * 16}, {"name": "a", "key": "j" * 16}]}
+    assert config_error(raw).key == "clients"
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        {"name": "a", "key": "k" * 16, "key_sha256": "0" * 64},
+        {"name": "a"},
+    ],
+    ids=["both", "neither"],
+)
+def test_client_needs_exactly_one_of_key_and_hash(client: dict[str, str]) -> None:
+    raw = {"clients": [{"name": "ok", "key_sha256": "a" * 64}, client]}
+    error = config_error(raw)
+    assert error.key == "clients[1].key"
+    assert "exactly one" in error.problem
+
+
+def test_client_with_hash_only_is_fine() -> None:
+    settings = parse_settings({"clients": [{"name": "a", "key_sha256": "ab" * 32}]}, env={})
+    assert settings.clients[0].key is None
+
+
+# --- environment overrides ----------------------------------------------------------------
+
+
+def test_env_override_converts_to_the_setting_type() -> None:
+    settings = parse_settings({}, env={"SMSGW_SERVER_PORT": "9000"})
+    assert settings.server.port == 9000
+    assert isinstance(settings.server.port, int)
+
+
+def test_env_override_wins_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "smsgw.toml"
+    path.write_text(FULL_TOML)
+    settings = load_settings(path, env={**FULL_ENV, "SMSGW_SERVER_PORT": "9001"})
+    assert settings.server.port == 9001
+    assert settings.server.public_url == "https://sms.example.com"  # the rest stays
+
+
+def test_env_override_of_redis_url() -> None:
+    settings = parse_settings({}, env={"SMSGW_REDIS_URL": "redis://10.0.0.5:6380/2"})
+    assert settings.redis.url == "redis://10.0.0.5:6380/2"
+
+
+def test_env_override_of_a_key_with_underscores() -> None:
+    settings = parse_settings({}, env={"SMSGW_OTP_TTL_S": "120"})
+    assert settings.otp.ttl_s == 120
+
+
+def test_unknown_env_override_names_the_variable() -> None:
+    error = config_error({}, env={"SMSGW_SERVER_NOPE": "1"})
+    assert error.key == "SMSGW_SERVER_NOPE"
+
+
+def test_env_override_with_wrong_type_names_the_variable() -> None:
+    error = config_error({}, env={"SMSGW_SERVER_PORT": "eighty"})
+    assert error.key == "SMSGW_SERVER_PORT"
+
+
+def test_env_override_is_validated_like_the_file() -> None:
+    error = config_error({}, env={"SMSGW_OTP_LENGTH": "12"})
+    assert error.key == "otp.length"
+
+
+def test_env_override_into_a_malformed_section_is_a_config_error() -> None:
+    error = config_error({"server": 5}, env={"SMSGW_SERVER_PORT": "1"})
+    assert error.key.startswith("server")
+
+
+def test_malformed_section_without_override_names_it() -> None:
+    assert config_error({"server": 5}).key == "server"
+    assert config_error({"providers": [1]}).key == "providers[0]"
+
+
+def test_unrelated_smsgw_variables_are_ignored() -> None:
+    settings = parse_settings({}, env={"SMSGW_TWILIO_TOKEN": "x", "SMSGW_CONFIG": "/nope.toml"})
+    assert settings == load_settings(None, env={})
+
+
+def test_env_overrides_do_not_write_into_the_callers_mapping() -> None:
+    raw: dict[str, Any] = {"server": {"port": 8080}}
+    parse_settings(raw, env={"SMSGW_SERVER_PORT": "9000"})
+    assert raw == {"server": {"port": 8080}}
+
+
+def test_provider_settings_convert_with_their_kind_tag() -> None:
+    twilio = msgspec.convert(TWILIO, TwilioProviderSettings)
+    assert twilio.from_ == "+15005550006"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({**TWILIO, "kind": "console"}, TwilioProviderSettings)
