@@ -25,9 +25,11 @@ from smsgw.errors import ConfigError
 __all__ = [
     "DEFAULT_TEMPLATE",
     "AuditSettings",
+    "Backend",
     "ClientSettings",
     "ConsoleProviderSettings",
     "DispatchSettings",
+    "LimiterSettings",
     "OtpSettings",
     "ProviderSettings",
     "QueueSettings",
@@ -38,6 +40,9 @@ __all__ = [
     "load_settings",
     "parse_settings",
 ]
+
+# "auto": Redis when redis.url is set, memory otherwise — one switch for every part.
+Backend = Literal["auto", "memory", "redis"]
 
 DEFAULT_TEMPLATE = "Your {app} code is {code}. It expires in {minutes} minutes."
 TEMPLATE_FIELDS = frozenset({"app", "code", "minutes"})
@@ -82,6 +87,8 @@ class OtpSettings(_Section, frozen=True, kw_only=True):
     send_window_s: int = 600
     resend_cooldown_s: int = 30
     app_name: str = "smsgw"
+    # Where verifications, send counters and idempotency keys live.
+    store: Backend = "auto"
     # Keys: "default", "<locale>", "<app>", "<app>:<locale>"; most specific wins.
     templates: dict[str, str] = msgspec.field(default_factory=dict)
 
@@ -101,15 +108,45 @@ class OtpSettings(_Section, frozen=True, kw_only=True):
 
 class RedisSettings(_Section, frozen=True, kw_only=True):
     url: str | None = None
+    # Every key smsgw writes starts with this, so one Redis can serve several gateways.
+    key_prefix: str = "smsgw:"
+
+
+class LimiterSettings(_Section, frozen=True, kw_only=True):
+    backend: Backend = "auto"
+    # Send slots leased from Redis per call, and how far ahead they may reach: the two
+    # together keep Redis calls far below one per SMS.
+    lease_size: int = 50
+    lookahead_s: float = 0.05
+    # Fraction of each provider's rate actually used, leaving room for network jitter.
+    pace: float = 0.995
+    # 0: while Redis is unreachable nothing is sent (fail closed). N > 0: each replica then
+    # paces at rate / N on its own — only safe if at most N replicas ever run.
+    degraded_replicas: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lease_size <= 0:
+            raise _invalid("lease_size", "must be > 0")
+        if not 0 < self.lookahead_s <= 1:
+            raise _invalid("lookahead_s", "must be in (0, 1]")
+        if not 0.5 <= self.pace <= 1:
+            raise _invalid("pace", "must be between 0.5 and 1")
+        if self.degraded_replicas < 0:
+            raise _invalid("degraded_replicas", "must be >= 0")
 
 
 class QueueSettings(_Section, frozen=True, kw_only=True):
-    backend: Literal["memory", "redis"] = "memory"
+    backend: Backend = "auto"
     max_size: int = 100_000
+    # Redis queue: a message held this long by a consumer that stopped answering is
+    # claimed by another replica.
+    visibility_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_size <= 0:
             raise _invalid("max_size", "must be > 0")
+        if self.visibility_timeout_s <= 0:
+            raise _invalid("visibility_timeout_s", "must be > 0")
 
 
 class AuditSettings(_Section, frozen=True, kw_only=True):
@@ -141,8 +178,15 @@ class ClientSettings(_Section, frozen=True, kw_only=True):
     # Either the key itself (normally as "env:NAME") or the hex SHA-256 of it.
     key: str | None = None
     key_sha256: str | None = None
+    # API request quotas for this client (None: no quota); 429 + Retry-After beyond.
+    requests_per_second: int | None = None
+    requests_per_minute: int | None = None
 
     def __post_init__(self) -> None:
+        for quota in ("requests_per_second", "requests_per_minute"):
+            value = getattr(self, quota)
+            if value is not None and value <= 0:
+                raise _invalid(quota, "must be > 0 (omit it for no quota)")
         if (self.key is None) == (self.key_sha256 is None):
             raise _invalid("key", "give exactly one of key and key_sha256")
         if self.key is not None and len(self.key) < 16:
@@ -201,6 +245,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     otp: OtpSettings = OtpSettings()
     redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
+    limiter: LimiterSettings = LimiterSettings()
     audit: AuditSettings = AuditSettings()
     dispatch: DispatchSettings = DispatchSettings()
     clients: tuple[ClientSettings, ...] = ()
@@ -214,8 +259,17 @@ class Settings(_Section, frozen=True, kw_only=True):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise _invalid(kind, f"duplicate name {duplicates[0]!r}")
-        if self.queue.backend == "redis" and self.redis.url is None:
-            raise _invalid("queue.backend", "'redis' needs redis.url")
+        for part, backend in (
+            ("queue.backend", self.queue.backend),
+            ("limiter.backend", self.limiter.backend),
+            ("otp.store", self.otp.store),
+        ):
+            if backend == "redis" and self.redis.url is None:
+                raise _invalid(part, "'redis' needs redis.url")
+
+    def uses_redis(self, backend: Backend) -> bool:
+        """Whether a part configured with `backend` lives in Redis."""
+        return backend == "redis" or (backend == "auto" and self.redis.url is not None)
 
     @property
     def active_providers(self) -> tuple[ProviderSettings, ...]:
@@ -253,6 +307,7 @@ _SCALAR_SECTIONS: Mapping[str, type[_Section]] = {
     "otp": OtpSettings,
     "redis": RedisSettings,
     "queue": QueueSettings,
+    "limiter": LimiterSettings,
     "audit": AuditSettings,
     "dispatch": DispatchSettings,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from smsgw.app import create_app
 from smsgw.settings import Settings
 from tests.helpers import make_settings
+from tests.services import RedisServer
 
 
 @pytest.fixture
@@ -29,3 +30,22 @@ async def client(aiohttp_client: Callable[..., Any], settings: Settings) -> Test
     """The real app from its factory, on a real socket, with the console provider."""
     test_client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
     return test_client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the whole run (started on first use)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean private Redis for this test (restarted if a previous test stopped it)."""
+    try:
+        redis_server.flush()
+    except Exception:
+        redis_server.restart()
+    return redis_server.url

@@ -101,7 +101,10 @@ def test_defaults_load_without_a_file() -> None:
     assert settings.otp.resend_cooldown_s == 30
     assert settings.otp.secret is None
     assert settings.redis.url is None
-    assert settings.queue.backend == "memory"
+    assert settings.queue.backend == "auto"
+    # Without redis.url every part stays in memory: the embedded defaults need no service.
+    for backend in (settings.queue.backend, settings.limiter.backend, settings.otp.store):
+        assert not settings.uses_redis(backend)
     assert settings.audit.backend == "sqlite"
     assert settings.clients == ()
     assert settings.providers == ()

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["ProviderLimiter"]
+__all__ = ["LATE_SLOT_S", "ProviderLimiter"]
+
+# A send must start within this long after its slot (time.monotonic()) or the slot is
+# dropped: a slot used late would bunch with later ones at the provider, which counts
+# arrivals, not our grants (the reference design: "dropped rather than sent in a burst").
+LATE_SLOT_S = 0.005
 
 
 class ProviderLimiter(Protocol):
-    async def acquire(self, provider: str) -> None:
-        """Return when one SMS may be handed to `provider` without breaking its rate."""
+    async def acquire(self, provider: str) -> float:
+        """Wait for a send slot for `provider`; return its time (time.monotonic() clock).
+
+        The caller sends at once, and drops the slot (acquires another) if it could not
+        start within LATE_SLOT_S of it.
+        """
 
     async def pause(self, provider: str, seconds: float) -> None:
         """The provider throttled us: grant nothing for it during `seconds`."""

@@ -1,8 +1,9 @@
 """In-process provider limiter: exact for one process, smooth under load.
 
 Two rules together, per provider:
-- a sliding log of the last `rate` grant times: no 1-second window ever holds more than
-  `rate` grants, whatever the event loop's lateness (the hard guarantee);
+- a sliding log of the last `pace` x rate grant times: no 1-second window ever holds more
+  grants than that, whatever the event loop's lateness (the hard guarantee), and the rest
+  of the rate absorbs jitter between our grants and the provider's arrival clock;
 - GCRA pacing at `pace` x rate with a few milliseconds of burst: grants are spread evenly
   instead of `rate` at once followed by a second of silence, so jitter between us and the
   provider cannot push two bursts into one of its windows.
@@ -39,10 +40,14 @@ class _Pacer:
         self._cold_until = 0.0
         self._last_grant = float("-inf")
         self._tolerance = burst_s
-        self._log: deque[float] = deque(maxlen=None if rate is None else max(1, math.floor(rate)))
+        # The hard cap is also at `pace`: what is left of the rate absorbs the jitter between
+        # our grants and the provider's clock.
+        self._log: deque[float] = deque(
+            maxlen=None if rate is None else max(1, math.floor(rate * min(pace, 1.0)))
+        )
         self._tat = 0.0  # GCRA theoretical arrival time
         self._paused_until = 0.0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[float]] = deque()
         self._task: asyncio.Task[None] | None = None
 
     def try_grant(self, now: float) -> bool:
@@ -68,14 +73,15 @@ class _Pacer:
             wait = max(wait, log[0] + _WINDOW_S - now)
         return max(wait, 0.0)
 
-    async def acquire(self) -> None:
-        if not self._waiters and self.try_grant(time.monotonic()):
-            return
-        future = asyncio.get_running_loop().create_future()
+    async def acquire(self) -> float:
+        now = time.monotonic()
+        if not self._waiters and self.try_grant(now):
+            return now
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._release_loop())
-        await future
+        return await future
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
@@ -90,7 +96,7 @@ class _Pacer:
                     continue
                 if not self.try_grant(now):
                     break
-                waiters.popleft().set_result(None)
+                waiters.popleft().set_result(now)
             if waiters:
                 await asyncio.sleep(self.next_chance(time.monotonic()))
 
@@ -113,10 +119,11 @@ class MemoryLimiter:
     ) -> None:
         self._pacers = {name: _Pacer(rate, pace, burst_s) for name, rate in rates.items()}
 
-    async def acquire(self, provider: str) -> None:
+    async def acquire(self, provider: str) -> float:
         pacer = self._pacers.get(provider)
-        if pacer is not None:
-            await pacer.acquire()
+        if pacer is None:
+            return time.monotonic()
+        return await pacer.acquire()
 
     async def pause(self, provider: str, seconds: float) -> None:
         pacer = self._pacers.get(provider)

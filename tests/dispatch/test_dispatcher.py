@@ -185,6 +185,7 @@ async def test_201_is_sent(make_rig: MakeRig) -> None:
         "retried": 0,
         "throttled": 0,
         "possible_duplicates": 0,
+        "late_slots": 0,
     }
     [call] = rig.fakes["twilio"].calls
     assert call.form["To"] == "+14155550100"

@@ -1,0 +1,58 @@
+"""Every Redis key smsgw writes and how long it lives, in one place.
+
+All keys start with `redis.key_prefix` (default "smsgw:"), so one Redis can hold several
+gateways and an operator can find everything of ours with one SCAN pattern. Every key that
+is written has an expiry, so a stopped gateway leaves nothing behind for long.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DEDUPE_TTL_S",
+    "IDEMPOTENCY_TTL_S",
+    "LIMITER_IDLE_TTL_S",
+    "RedisKeys",
+]
+
+# A provider's limiter state vanishes after this long without sends.
+LIMITER_IDLE_TTL_S = 60
+# "Already sent" markers outlive any visibility timeout and retry schedule by far.
+DEDUPE_TTL_S = 24 * 3600
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = "smsgw:"
+
+    def limiter(self, provider: str) -> str:
+        return f"{self.prefix}limiter:{{{provider}}}"
+
+    def stream(self, priority: str) -> str:
+        return f"{self.prefix}queue:{priority}"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of messages waiting for a retry, scored by due time."""
+        return f"{self.prefix}queue:delayed"
+
+    def sent_marker(self, message_id: str) -> str:
+        return f"{self.prefix}queue:sent:{message_id}"
+
+    def verification(self, verification_id: str) -> str:
+        return f"{self.prefix}otp:v:{verification_id}"
+
+    def pending(self, client: str, phone: str) -> str:
+        return f"{self.prefix}otp:pending:{client}:{phone}"
+
+    def sends(self, phone: str) -> str:
+        return f"{self.prefix}otp:sends:{phone}"
+
+    def idempotency(self, client: str, key: str) -> str:
+        return f"{self.prefix}idem:{client}:{key}"
+
+    @property
+    def quota_prefix(self) -> str:
+        return f"{self.prefix}quota:"
