@@ -10,22 +10,44 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from smsgw.api import MAX_BATCH_BODY, LifecycleState, add_routes, error_middleware
 from smsgw.api.auth import ClientAuth
-from smsgw.api.idempotency import IdempotencyStore
-from smsgw.api.keys import AUTH, DISPATCHER, IDEMPOTENCY, OTP, QUEUE, ROUTER, SETTINGS, STATE
+from smsgw.api.idempotency import (
+    Idempotency,
+    IdempotencyBackend,
+    MemoryIdempotencyBackend,
+    RedisIdempotencyBackend,
+)
+from smsgw.api.keys import (
+    AUTH,
+    DISPATCHER,
+    IDEMPOTENCY,
+    OTP,
+    QUEUE,
+    QUOTAS,
+    REDIS,
+    ROUTER,
+    SETTINGS,
+    STATE,
+)
+from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter
-from smsgw.otp import CodeHasher, MemoryOtpStore, OtpService
+from smsgw.otp import CodeHasher, MemoryOtpStore, OtpService, OtpStore
+from smsgw.otp.redis_store import RedisOtpStore
 from smsgw.providers import build_provider
 from smsgw.queue import MemoryQueue
+from smsgw.redis_keys import RedisKeys
 from smsgw.settings import Settings
 
 __all__ = ["create_app", "drain"]
 
 _log = structlog.get_logger("smsgw")
 _SWEEP_INTERVAL_S = 30.0
+_REDIS_STARTUP_WAIT_S = 10.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -33,9 +55,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STATE] = LifecycleState()
     app[AUTH] = ClientAuth(settings.clients)
-    app[IDEMPOTENCY] = IdempotencyStore()
     add_routes(app)
-    app.cleanup_ctx.extend([_providers, _queue, _otp, _dispatcher])
+    app.cleanup_ctx.extend([_redis, _providers, _queue, _otp, _dispatcher])
     return app
 
 
@@ -68,6 +89,41 @@ def _otp_secret(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].redis.url
+    if url is None:
+        yield
+        return
+    client = Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
+    try:
+        await _wait_for_redis(client)
+        app[REDIS] = client
+        yield
+    finally:
+        await client.aclose()
+
+
+async def _wait_for_redis(client: Redis) -> None:
+    # A replica started together with its Redis may be a little early: wait a bounded time,
+    # then fail the start loudly rather than serve without its shared state.
+    deadline = time.monotonic() + _REDIS_STARTUP_WAIT_S
+    while True:
+        try:
+            await client.ping()
+            return
+        except RedisError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis is unreachable: {exc}") from exc
+            _log.warning("redis_unreachable", detail=str(exc))
+            await asyncio.sleep(0.5)
+
+
+def _redis_keys(settings: Settings) -> RedisKeys:
+    return RedisKeys(settings.redis.key_prefix)
+
+
 async def _providers(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     routes: list[Route] = []
@@ -92,20 +148,36 @@ async def _queue(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _otp(app: web.Application) -> AsyncIterator[None]:
+    """OTP state, idempotency keys and quota counters: in Redis when shared, else here."""
     settings = app[SETTINGS]
-    store = MemoryOtpStore()
+    store: OtpStore
+    idempotency: IdempotencyBackend
+    quota_counter: QuotaCounter
+    sweeper: asyncio.Task[None] | None = None
+    if settings.uses_redis(settings.otp.store):
+        redis, keys = app[REDIS], _redis_keys(settings)
+        store = RedisOtpStore(redis, keys)
+        idempotency = RedisIdempotencyBackend(redis, keys)
+        quota_counter = RedisQuotaCounter(redis, keys)
+    else:
+        store = memory_store = MemoryOtpStore()
+        idempotency = MemoryIdempotencyBackend()
+        quota_counter = MemoryQuotaCounter()
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(_SWEEP_INTERVAL_S)
+                memory_store.sweep(time.time(), settings.otp.send_window_s)
+
+        sweeper = asyncio.create_task(sweep(), name="smsgw-otp-sweeper")
     app[OTP] = OtpService(settings.otp, store, app[QUEUE], CodeHasher(_otp_secret(settings)))
-
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(_SWEEP_INTERVAL_S)
-            store.sweep(time.time(), settings.otp.send_window_s)
-
-    sweeper = asyncio.create_task(sweep(), name="smsgw-otp-sweeper")
+    app[IDEMPOTENCY] = Idempotency(idempotency)
+    app[QUOTAS] = Quotas(settings.clients, quota_counter)
     yield
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
-from smsgw.api.keys import AUTH, IDEMPOTENCY, STATE
+from smsgw.api.keys import AUTH, IDEMPOTENCY, QUOTAS, STATE
 from smsgw.api.problems import Problem
 
 __all__ = ["DEFAULT_MAX_BODY", "JsonHandler", "decode_body", "json_endpoint"]
@@ -34,6 +34,7 @@ def json_endpoint(
 
     async def endpoint(request: web.Request) -> web.Response:
         client = request.app[AUTH].authenticate(request)
+        await request.app[QUOTAS].check(client)
         if takes_new_work and request.app[STATE].draining:
             raise Problem(
                 503,

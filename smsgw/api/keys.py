@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from smsgw.api.auth import ClientAuth
-from smsgw.api.idempotency import IdempotencyStore
+from smsgw.api.idempotency import Idempotency
+from smsgw.api.quotas import Quotas
 from smsgw.dispatch import Dispatcher, Router
 from smsgw.otp import OtpService
 from smsgw.queue import MemoryQueue
@@ -19,6 +21,8 @@ __all__ = [
     "IDEMPOTENCY",
     "OTP",
     "QUEUE",
+    "QUOTAS",
+    "REDIS",
     "ROUTER",
     "SETTINGS",
     "STATE",
@@ -37,7 +41,9 @@ class LifecycleState:
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", LifecycleState)
 AUTH = web.AppKey("auth", ClientAuth)
-IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
+QUOTAS = web.AppKey("quotas", Quotas)
+REDIS = web.AppKey("redis", Redis)  # only set when redis.url is configured
 QUEUE = web.AppKey("queue", MemoryQueue)
 ROUTER = web.AppKey("router", Router)
 OTP = web.AppKey("otp", OtpService)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
 
 from smsgw.api.problems import Problem, problem_response
 
@@ -24,6 +25,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except Problem as problem:
         response = problem_response(problem)
+    except RedisError:
+        # Shared state is unreachable: a client should retry (soon, or on another replica).
+        _log.warning("redis_error", method=request.method, path=request.path, exc_info=True)
+        response = problem_response(
+            Problem(
+                503,
+                "dependency-unavailable",
+                "Service Unavailable",
+                "shared state is unreachable; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        )
     except web.HTTPException as exc:
         # aiohttp's own 404/405/413: same shape as ours.
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None

@@ -102,7 +102,7 @@ class OtpService:
         except QueueFull:
             # Nothing was sent: undo everything, including the replacement of a code the user
             # may still be holding.
-            await self._store.discard(verification_id)
+            await self._store.discard(verification)
             if replaced is not None:
                 await self._store.save(replaced)
             await self._store.release_send(phone.e164, now)
@@ -127,14 +127,14 @@ class OtpService:
         result = await self._store.reserve_attempt(
             client, time.time(), verification_id=verification_id, phone=phone
         )
+        if result.outcome == "exhausted":
+            raise MaxAttemptsReached
         verification = result.verification
         if result.outcome == "not_found" or verification is None:
             raise VerificationNotFound
-        if result.outcome == "exhausted":
-            raise MaxAttemptsReached
         attempts_left = verification.max_attempts - verification.attempts
         if not self._hasher.matches(verification.id, code, verification.code_hash):
             return VerificationCheck(verification.id, valid=False, attempts_left=attempts_left)
-        if not await self._store.approve(verification.id):
+        if not await self._store.approve(verification):
             raise VerificationNotFound  # a concurrent check approved it first
         return VerificationCheck(verification.id, valid=True, attempts_left=attempts_left)

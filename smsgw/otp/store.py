@@ -63,7 +63,8 @@ class OtpStore(Protocol):
     async def save(self, verification: Verification) -> Verification | None:
         """Store it as the one pending verification of (client, phone); return the replaced one."""
 
-    async def discard(self, verification_id: str) -> None: ...
+    async def discard(self, verification: Verification) -> None:
+        """Forget it (its SMS could not be queued)."""
 
     async def reserve_attempt(
         self, client: str, now: float, *, verification_id: str | None, phone: str | None
@@ -74,7 +75,7 @@ class OtpStore(Protocol):
         exactly max_attempts get a comparison and the rest are refused.
         """
 
-    async def approve(self, verification_id: str) -> bool:
+    async def approve(self, verification: Verification) -> bool:
         """End the verification as approved; False if it was no longer pending."""
 
 
@@ -113,8 +114,8 @@ class MemoryOtpStore:
         self._pending_by_phone[key] = verification.id
         return previous
 
-    async def discard(self, verification_id: str) -> None:
-        self._drop(verification_id)
+    async def discard(self, verification: Verification) -> None:
+        self._drop(verification.id)
 
     async def reserve_attempt(
         self, client: str, now: float, *, verification_id: str | None, phone: str | None
@@ -133,8 +134,8 @@ class MemoryOtpStore:
         self._verifications[found.id] = counted
         return AttemptResult("reserved", counted)
 
-    async def approve(self, verification_id: str) -> bool:
-        return self._drop(verification_id) is not None
+    async def approve(self, verification: Verification) -> bool:
+        return self._drop(verification.id) is not None
 
     def sweep(self, now: float, send_window_s: float) -> int:
         """Drop expired verifications and stale send history; returns how many went."""

@@ -1,20 +1,36 @@
-"""MemoryOtpStore: the send policy, one pending verification per (client, phone), atomic
-attempt counting, expiry and approval. Time is passed in explicitly, never slept."""
+"""OTP stores (memory, and Redis against a private redis-server): the send policy, one pending
+verification per (client, phone), atomic attempt counting, expiry and approval. Time is passed
+in explicitly, never slept; T0 is now, because Redis expires keys on its own clock."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
-from smsgw.otp.store import MemoryOtpStore, SendPolicy, Verification
+from smsgw.otp.redis_store import RedisOtpStore
+from smsgw.otp.store import MemoryOtpStore, OtpStore, SendPolicy, Verification
+from smsgw.redis_keys import RedisKeys
 
 pytestmark = pytest.mark.timeout(30)
 
 PHONE = "+14155550100"
 OTHER_PHONE = "+14155550101"
 POLICY = SendPolicy(max_sends=5, window_s=600, cooldown_s=30)
-T0 = 1_700_000_000.0
+T0 = float(int(time.time()))
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[OtpStore]:
+    if request.param == "memory":
+        yield MemoryOtpStore()
+        return
+    redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    yield RedisOtpStore(redis, RedisKeys("test:"))
+    await redis.aclose()
 
 
 def verification(
@@ -38,16 +54,14 @@ def verification(
 # --- send policy --------------------------------------------------------------------------
 
 
-async def test_first_send_is_allowed_and_sets_the_cooldown() -> None:
-    store = MemoryOtpStore()
+async def test_first_send_is_allowed_and_sets_the_cooldown(store: OtpStore) -> None:
     reservation = await store.reserve_send(PHONE, T0, POLICY)
     assert reservation.allowed
     assert reservation.retry_after_s == 0
     assert reservation.next_send_at == T0 + 30
 
 
-async def test_resend_within_cooldown_is_refused_with_the_remaining_wait() -> None:
-    store = MemoryOtpStore()
+async def test_resend_within_cooldown_is_refused_with_the_remaining_wait(store: OtpStore) -> None:
     await store.reserve_send(PHONE, T0, POLICY)
     refused = await store.reserve_send(PHONE, T0 + 10, POLICY)
     assert not refused.allowed
@@ -57,8 +71,7 @@ async def test_resend_within_cooldown_is_refused_with_the_remaining_wait() -> No
     assert (await store.reserve_send(PHONE, T0 + 30, POLICY)).allowed
 
 
-async def test_five_sends_per_window_then_refused_until_the_first_ages_out() -> None:
-    store = MemoryOtpStore()
+async def test_five_sends_per_window_then_refused_until_the_first_ages_out(store: OtpStore) -> None:
     times = [T0 + 30 * i for i in range(5)]
     reservations = [await store.reserve_send(PHONE, t, POLICY) for t in times]
     assert all(r.allowed for r in reservations)
@@ -78,15 +91,13 @@ async def test_five_sends_per_window_then_refused_until_the_first_ages_out() -> 
     assert (await store.reserve_send(PHONE, T0 + 600, POLICY)).allowed
 
 
-async def test_send_history_is_per_number() -> None:
-    store = MemoryOtpStore()
+async def test_send_history_is_per_number(store: OtpStore) -> None:
     await store.reserve_send(PHONE, T0, POLICY)
     assert (await store.reserve_send(OTHER_PHONE, T0 + 1, POLICY)).allowed
     assert not (await store.reserve_send(PHONE, T0 + 1, POLICY)).allowed
 
 
-async def test_release_send_forgets_the_reservation() -> None:
-    store = MemoryOtpStore()
+async def test_release_send_forgets_the_reservation(store: OtpStore) -> None:
     await store.reserve_send(PHONE, T0, POLICY)
     await store.reserve_send(PHONE, T0 + 30, POLICY)
     await store.release_send(PHONE, T0 + 30)
@@ -95,16 +106,14 @@ async def test_release_send_forgets_the_reservation() -> None:
     assert again.allowed
 
 
-async def test_release_send_only_forgets_the_given_time() -> None:
-    store = MemoryOtpStore()
+async def test_release_send_only_forgets_the_given_time(store: OtpStore) -> None:
     await store.reserve_send(PHONE, T0, POLICY)
     await store.release_send(PHONE, T0 + 5)  # nothing recorded then
     await store.release_send(OTHER_PHONE, T0)  # unknown number
     assert not (await store.reserve_send(PHONE, T0 + 10, POLICY)).allowed
 
 
-async def test_zero_cooldown_only_counts_sends() -> None:
-    store = MemoryOtpStore()
+async def test_zero_cooldown_only_counts_sends(store: OtpStore) -> None:
     policy = SendPolicy(max_sends=3, window_s=60, cooldown_s=0)
     results = [(await store.reserve_send(PHONE, T0, policy)).allowed for _ in range(4)]
     assert results == [True, True, True, False]
@@ -113,8 +122,9 @@ async def test_zero_cooldown_only_counts_sends() -> None:
 # --- pending verifications ----------------------------------------------------------------
 
 
-async def test_save_replaces_the_pending_verification_of_the_same_client_and_phone() -> None:
-    store = MemoryOtpStore()
+async def test_save_replaces_the_pending_verification_of_the_same_client_and_phone(
+    store: OtpStore,
+) -> None:
     await store.save(verification("otp_old"))
     await store.save(verification("otp_new"))
 
@@ -126,16 +136,14 @@ async def test_save_replaces_the_pending_verification_of_the_same_client_and_pho
     assert by_phone.verification.id == "otp_new"
 
 
-async def test_save_returns_the_verification_it_replaced() -> None:
-    store = MemoryOtpStore()
+async def test_save_returns_the_verification_it_replaced(store: OtpStore) -> None:
     old = verification("otp_old")
     assert await store.save(old) is None
     assert await store.save(verification("otp_new")) == old
     assert await store.save(verification("otp_other", client="other")) is None
 
 
-async def test_save_does_not_touch_another_clients_verification() -> None:
-    store = MemoryOtpStore()
+async def test_save_does_not_touch_another_clients_verification(store: OtpStore) -> None:
     await store.save(verification("otp_a", client="a"))
     await store.save(verification("otp_b", client="b"))
 
@@ -146,8 +154,7 @@ async def test_save_does_not_touch_another_clients_verification() -> None:
     assert (a.verification.id, b.verification.id) == ("otp_a", "otp_b")
 
 
-async def test_another_client_cannot_use_a_verification_id() -> None:
-    store = MemoryOtpStore()
+async def test_another_client_cannot_use_a_verification_id(store: OtpStore) -> None:
     await store.save(verification("otp_a", client="a"))
     result = await store.reserve_attempt("b", T0, verification_id="otp_a", phone=None)
     assert result.outcome == "not_found"
@@ -157,16 +164,14 @@ async def test_another_client_cannot_use_a_verification_id() -> None:
     assert own.verification.attempts == 1
 
 
-async def test_unknown_lookups_are_not_found() -> None:
-    store = MemoryOtpStore()
+async def test_unknown_lookups_are_not_found(store: OtpStore) -> None:
     await store.save(verification())
     for vid, phone in [("otp_x", None), (None, OTHER_PHONE), (None, None), ("", None)]:
         result = await store.reserve_attempt("app", T0, verification_id=vid, phone=phone)
         assert result.outcome == "not_found"
 
 
-async def test_attempts_are_counted_then_exhausted() -> None:
-    store = MemoryOtpStore()
+async def test_attempts_are_counted_then_exhausted(store: OtpStore) -> None:
     await store.save(verification(max_attempts=3))
     results = [
         await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
@@ -176,8 +181,7 @@ async def test_attempts_are_counted_then_exhausted() -> None:
     assert [r.verification.attempts for r in results[:3] if r.verification] == [1, 2, 3]
 
 
-async def test_concurrent_attempts_reserve_exactly_max_attempts() -> None:
-    store = MemoryOtpStore()
+async def test_concurrent_attempts_reserve_exactly_max_attempts(store: OtpStore) -> None:
     await store.save(verification(max_attempts=5))
 
     async def attempt() -> str:
@@ -190,8 +194,7 @@ async def test_concurrent_attempts_reserve_exactly_max_attempts() -> None:
     assert outcomes.count("exhausted") == 45
 
 
-async def test_expired_verification_is_not_found_and_gone() -> None:
-    store = MemoryOtpStore()
+async def test_expired_verification_is_not_found_and_gone(store: OtpStore) -> None:
     await store.save(verification(expires_at=T0 + 600))
     live = await store.reserve_attempt("app", T0 + 599, verification_id="otp_1", phone=None)
     assert live.outcome == "reserved"
@@ -202,36 +205,33 @@ async def test_expired_verification_is_not_found_and_gone() -> None:
     assert again.outcome == "not_found"
 
 
-async def test_approve_once() -> None:
-    store = MemoryOtpStore()
+async def test_approve_once(store: OtpStore) -> None:
     await store.save(verification())
-    assert await store.approve("otp_1") is True
-    assert await store.approve("otp_1") is False
+    assert await store.approve(verification()) is True
+    assert await store.approve(verification()) is False
     after = await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
     assert after.outcome == "not_found"
-    assert await store.approve("otp_never") is False
+    assert await store.approve(verification("otp_never")) is False
 
 
-async def test_discard_removes_the_verification_and_its_phone_index() -> None:
-    store = MemoryOtpStore()
+async def test_discard_removes_the_verification_and_its_phone_index(store: OtpStore) -> None:
     await store.save(verification())
-    await store.discard("otp_1")
+    await store.discard(verification())
     result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
     assert result.outcome == "not_found"
 
 
-async def test_dropping_a_replaced_verification_keeps_the_new_one() -> None:
-    store = MemoryOtpStore()
+async def test_dropping_a_replaced_verification_keeps_the_new_one(store: OtpStore) -> None:
     await store.save(verification("otp_old"))
     await store.save(verification("otp_new"))
-    await store.discard("otp_old")  # e.g. a late rollback of the replaced one
+    await store.discard(verification("otp_old"))  # e.g. a late rollback of the replaced one
     result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
     assert result.verification is not None
     assert result.verification.id == "otp_new"
 
 
 async def test_sweep_drops_expired_verifications_and_stale_send_history() -> None:
-    store = MemoryOtpStore()
+    store = MemoryOtpStore()  # Redis needs no sweeping: every key has a TTL
     await store.save(verification("otp_dead", phone=PHONE, expires_at=T0 + 100))
     await store.save(verification("otp_live", phone=OTHER_PHONE, expires_at=T0 + 1000))
     await store.reserve_send(PHONE, T0, POLICY)  # stale by T0 + 700

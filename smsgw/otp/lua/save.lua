@@ -1,0 +1,18 @@
+-- Store a verification as the one pending for (client, phone); return the one it replaced.
+-- KEYS[1] the new verification's hash, KEYS[2] the (client, phone) pending pointer
+-- ARGV: prefix of verification keys, new id, expiry (ms since epoch), then field/value pairs
+-- Reply: the replaced verification's fields (HGETALL list), or an empty list.
+local replaced = {}
+local previous = redis.call('GET', KEYS[2])
+if previous and previous ~= ARGV[2] then
+  local previous_key = ARGV[1] .. previous
+  replaced = redis.call('HGETALL', previous_key)
+  redis.call('DEL', previous_key)
+end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[3])
+return replaced
