@@ -399,3 +399,28 @@ def test_provider_settings_convert_with_their_kind_tag() -> None:
     assert twilio.from_ == "+15005550006"
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({**TWILIO, "kind": "console"}, TwilioProviderSettings)
+
+
+def test_the_example_config_documents_every_setting_and_loads() -> None:
+    """config/smsgw.example.toml is the operators' reference: it must load, and name every key
+    of every single-table section so nothing is undocumented."""
+    example = Path(__file__).resolve().parent.parent / "config" / "smsgw.example.toml"
+    env = {
+        "SMSGW_OTP_SECRET": "0123456789abcdef0123",
+        "LOGIN_APP_KEY": "abcdefghijklmnopqrstu",
+        "TWILIO_AUTH_TOKEN": "token",
+    }
+    settings = load_settings(example, env=env)
+    assert {p.name for p in settings.providers} == {"twilio", "console"}
+    text = example.read_text()
+    for section in ("server", "otp", "redis", "limiter", "queue", "audit", "dispatch"):
+        struct = type(getattr(settings, section))
+        for field in msgspec.structs.fields(struct):
+            documented = (
+                f"\n{field.encode_name} =",
+                f"# {field.encode_name} =",
+                f"[{section}.{field.encode_name}]",
+            )
+            assert any(form in text for form in documented), (
+                f"{section}.{field.encode_name} is not documented in the example"
+            )
