@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses
 from yarl import URL
 
+from smsgw.app import create_app
 from smsgw.settings import Settings, parse_settings
 
 OTP_SECRET = "test-secret-0123456789abcdef"
@@ -62,3 +67,23 @@ class FakeHttp(aioresponses):  # type: ignore[misc]
     def add(self, url: Any, method: str = "GET", **kwargs: Any) -> None:
         kwargs.setdefault("response_class", CompatResponse)
         super().add(url, method, **kwargs)
+
+
+async def wait_sms(path: Path, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """The SMS lines once at least `count` arrived, or whatever is there after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sms = read_sms(path)
+        if len(sms) >= count or time.monotonic() > deadline:
+            return sms
+        await asyncio.sleep(0.01)
+
+
+async def app_client(
+    aiohttp_client: Callable[..., Any], sms_path: Path, **sections: Any
+) -> TestClient[Any, Any]:
+    """The real app from its factory with settings from make_settings(sms_path, **sections)."""
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(make_settings(sms_path, **sections))
+    )
+    return client

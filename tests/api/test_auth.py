@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from smsgw.app import create_app
-from tests.helpers import code_in, make_settings, read_sms
+from tests.helpers import app_client, code_in, read_sms, wait_sms
 
 PHONE = "+14155550100"
 LOGIN_KEY = "k" * 20
@@ -27,20 +24,6 @@ POST_ROUTES = {
 }
 
 Client = TestClient[Any, Any]
-
-
-async def wait_sms(path: Path, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sms = read_sms(path)
-        if len(sms) >= count or time.monotonic() > deadline:
-            return sms
-        await asyncio.sleep(0.01)
-
-
-async def app_client(aiohttp_client: Callable[..., Any], sms_path: Path, **sections: Any) -> Client:
-    client: Client = await aiohttp_client(create_app(make_settings(sms_path, **sections)))
-    return client
 
 
 def bearer(key: str) -> dict[str, str]:

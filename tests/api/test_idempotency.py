@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +10,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from smsgw.app import create_app
-from tests.helpers import code_in, make_settings, read_sms
+from tests.helpers import app_client, code_in, read_sms, wait_sms
 
 PHONE = "+14155550100"
 OTHER_PHONE = "+14155550101"
@@ -22,25 +19,11 @@ PROBLEM = "application/problem+json"
 Client = TestClient[Any, Any]
 
 
-async def wait_sms(path: Path, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sms = read_sms(path)
-        if len(sms) >= count or time.monotonic() > deadline:
-            return sms
-        await asyncio.sleep(0.01)
-
-
 async def settled_sms(path: Path, count: int) -> list[dict[str, Any]]:
     """Wait for `count` SMS, then a little longer so an extra one would show up too."""
     await wait_sms(path, count)
     await asyncio.sleep(0.1)
     return read_sms(path)
-
-
-async def app_client(aiohttp_client: Callable[..., Any], sms_path: Path, **sections: Any) -> Client:
-    client: Client = await aiohttp_client(create_app(make_settings(sms_path, **sections)))
-    return client
 
 
 async def post(client: Client, path: str, body: Any, key: str | None) -> tuple[int, Any, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwilio, Faults
-from smsgw.app import create_app
-from tests.helpers import make_settings, read_sms
+from tests.helpers import app_client, read_sms, wait_sms
 
 PHONE = "+14155550100"
 FR_PHONE = "+33612345678"
@@ -23,20 +21,6 @@ MESSAGE_ID = re.compile(r"^msg_[0-9a-f]{32}$")
 PROBLEM = "application/problem+json"
 
 Client = TestClient[Any, Any]
-
-
-async def wait_sms(path: Path, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sms = read_sms(path)
-        if len(sms) >= count or time.monotonic() > deadline:
-            return sms
-        await asyncio.sleep(0.01)
-
-
-async def app_client(aiohttp_client: Callable[..., Any], sms_path: Path, **sections: Any) -> Client:
-    client: Client = await aiohttp_client(create_app(make_settings(sms_path, **sections)))
-    return client
 
 
 async def readiness(client: Client) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +16,7 @@ from aiohttp.test_utils import TestClient
 
 import smsgw.otp.service as otp_service
 from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwilio, Faults
-from smsgw.app import create_app
-from tests.helpers import code_in, make_settings, read_sms
+from tests.helpers import app_client, code_in, read_sms, wait_sms
 
 PHONE = "+14155550100"
 OTHER_PHONE = "+14155550101"
@@ -26,21 +24,6 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 PROBLEM = "application/problem+json"
 
 Client = TestClient[Any, Any]
-
-
-async def wait_sms(path: Path, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
-    """The SMS lines once at least `count` arrived, or whatever is there after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sms = read_sms(path)
-        if len(sms) >= count or time.monotonic() > deadline:
-            return sms
-        await asyncio.sleep(0.01)
-
-
-async def app_client(aiohttp_client: Callable[..., Any], sms_path: Path, **sections: Any) -> Client:
-    client: Client = await aiohttp_client(create_app(make_settings(sms_path, **sections)))
-    return client
 
 
 async def start(client: Client, phone: str = PHONE, **fields: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ cap, idempotency keys and quotas hold across instances, and every key expires.""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from smsgw.app import create_app
-from tests.helpers import code_in, make_settings, read_sms
+from tests.helpers import code_in, make_settings, wait_sms
 from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,13 +37,6 @@ def make_instances(
     return make
 
 
-async def wait_for_sms(path: Path, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 3
-    while len(sms := read_sms(path)) < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return sms
-
-
 async def test_started_on_one_instance_verified_on_another(
     make_instances: MakeInstances, sms_path: Path
 ) -> None:
@@ -52,7 +44,7 @@ async def test_started_on_one_instance_verified_on_another(
     started = await first.post("/v1/otp", json={"phone": PHONE})
     assert started.status == 202
     verification = await started.json()
-    (sms,) = await wait_for_sms(sms_path, 1)
+    (sms,) = await wait_sms(sms_path, 1)
 
     wrong = await second.post("/v1/otp/verify", json={"phone": PHONE, "code": "0000000"[:6]})
     assert (await wrong.json())["attempts_left"] == 4
@@ -72,7 +64,7 @@ async def test_fifty_simultaneous_wrong_checks_over_three_instances_get_five_com
 ) -> None:
     instances = await make_instances(3)
     verification = await (await instances[0].post("/v1/otp", json={"phone": PHONE})).json()
-    (sms,) = await wait_for_sms(sms_path, 1)
+    (sms,) = await wait_sms(sms_path, 1)
     code = code_in(sms["body"])
     wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
 
@@ -110,7 +102,7 @@ async def test_idempotency_key_is_shared(make_instances: MakeInstances, sms_path
     other = await second.post("/v1/messages", json={**body, "body": "x"}, headers=headers)
     assert other.status == 422
     await asyncio.sleep(0.2)
-    assert len(await wait_for_sms(sms_path, 1)) == 1
+    assert len(await wait_sms(sms_path, 1)) == 1
 
 
 async def test_quota_is_counted_across_instances(make_instances: MakeInstances) -> None:
@@ -132,7 +124,7 @@ async def test_every_key_written_expires(
     (instance,) = await make_instances(1)
     await instance.post("/v1/otp", json={"phone": PHONE}, headers={"Idempotency-Key": "a"})
     await instance.post("/v1/otp", json={"phone": "+14155550101"})
-    await wait_for_sms(sms_path, 2)
+    await wait_sms(sms_path, 2)
     sync = redis.Redis.from_url(redis_url)
     try:
         keys = sync.keys("smsgw:*")
