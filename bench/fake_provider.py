@@ -1,8 +1,14 @@
-"""A fake Twilio Messages API with fault injection, for tests and benchmarks.
+"""A fake SMS provider with fault injection, for tests and benchmarks.
+
+One server answers three shapes: Twilio's Messages API, Vonage's SMS API (`POST /sms/json`)
+and Airtel IQ (`POST /api/v1/send-sms`). Each applies the same faults in its own way:
+throttling is a 429 for Twilio and Airtel, a 200 with status "1" for Vonage; a rejected
+number is Twilio 21211, Vonage status "6", Airtel 400. Records keep every destination in
+E.164, whichever shape it came in.
 
 In-process (tests)::
 
-    fake = FakeTwilio(faults=Faults(throttle_429=0.1), seed=1)
+    fake = FakeProvider(faults=Faults(throttle_429=0.1), seed=1)
     server = await aiohttp_server(fake.make_app())
     ...
     assert len(fake.accepted) == 1
@@ -36,9 +42,13 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
+from bench import airtel_shapes as at
 from bench import serving
 from bench import twilio_shapes as tw
+from bench import vonage_shapes as vs
+from bench.airtel_shapes import AirtelAccount
 from bench.faults import Faults
+from bench.vonage_shapes import VonageAccount
 
 DEFAULT_ACCOUNT_SID: Final = "AC" + "0" * 32
 DEFAULT_AUTH_TOKEN: Final = "fake-auth-token"
@@ -57,9 +67,12 @@ __all__ = [
     "DEFAULT_AUTH_TOKEN",
     "HUNG",
     "Accepted",
+    "AirtelAccount",
     "Arrival",
+    "FakeProvider",
     "FakeTwilio",
     "Faults",
+    "VonageAccount",
     "main",
     "max_in_sliding_window",
 ]
@@ -74,15 +87,21 @@ class Arrival:
     """
 
     at: float  # time.monotonic() on arrival: CLOCK_MONOTONIC, comparable across processes
-    status: int  # HUNG (0) if held unanswered
-    to: str
+    status: int  # HTTP status answered; HUNG (0) if held unanswered
+    to: str  # E.164 when the request's number was well formed
     body: str
-    sid: str | None
+    sid: str | None  # the provider's message id if accepted
+    provider: str = "twilio"  # which shape: twilio, vonage or airtel
+    # Vonage's per-message `status` (its verdict inside a 200), Airtel's errorCode.
+    code: str | None = None
 
 
 @dataclass(slots=True)
 class Accepted:
-    """A message answered 201; field order is the `/_stats` JSON shape."""
+    """A message the provider took (Twilio 201, Vonage status "0", Airtel 200).
+
+    Field order is the `/_stats` JSON shape; `sid` is the provider's message id.
+    """
 
     to: str
     body: str
@@ -90,11 +109,11 @@ class Accepted:
     at: float
 
 
-class FakeTwilio:
-    """Configuration and records of one fake Twilio account; serve it with `make_app()`.
+class FakeProvider:
+    """Configuration and records of one fake account per shape; serve it with `make_app()`.
 
     Records, readable directly in-process: `arrivals` (monotonic time of every POST to
-    the Messages endpoint), `records` (an `Arrival` each), `accepted` (the 201s) and
+    a send endpoint), `records` (an `Arrival` each), `accepted` (what was taken) and
     `by_status` (count per status answered, HUNG for held requests).
     """
 
@@ -105,14 +124,20 @@ class FakeTwilio:
         *,
         faults: Faults | None = None,
         seed: int | None = None,
+        vonage: VonageAccount | None = None,
+        airtel: AirtelAccount | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
+        self.vonage = vonage if vonage is not None else VonageAccount()
+        self.airtel = airtel if airtel is not None else AirtelAccount()
         self.faults = faults if faults is not None else Faults()
         self._rng = random.Random(seed)
         # Exact match on the header as clients usually send it; parsed only otherwise.
         credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
         self._expected_authorization = f"Basic {credentials}"
+        airtel_credentials = f"{self.airtel.username}:{self.airtel.password}".encode()
+        self._expected_airtel = "Basic " + base64.b64encode(airtel_credentials).decode()
         self._stopping = False
         self.arrivals: list[float] = []
         self.records: list[Arrival] = []
@@ -157,6 +182,8 @@ class FakeTwilio:
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(MESSAGES_ROUTE, self._create_message)
+        app.router.add_post(vs.ROUTE, self._vonage_send)
+        app.router.add_post(at.ROUTE, self._airtel_send)
         app.router.add_get("/_stats", self._get_stats)
         app.router.add_get("/_control", self._get_control)
         app.router.add_post("/_control", self._post_control)
@@ -244,21 +271,91 @@ class FakeTwilio:
     def _authorized(self, header: str | None) -> bool:
         if header == self._expected_authorization:
             return True
-        # Slow path for other spellings ("basic", padding, spaces). Parsed by hand:
-        # aiohttp 3.14 deprecates BasicAuth.
-        scheme, _, encoded = (header or "").strip().partition(" ")
-        if scheme.lower() != "basic":
-            return False
+        return _basic_credentials(header) == (self.account_sid, self.auth_token)
+
+    # -- Vonage and Airtel request paths --------------------------------------------
+    # Kept apart from Twilio's: the benchmarked Twilio path pays nothing for them.
+
+    async def _vonage_send(self, request: web.Request) -> web.StreamResponse:
+        at_ = time.monotonic()
+        raw = await request.read()
+        form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        faults = self.faults
+        status, code, payload, sid = vs.answer(
+            form, self.vonage, faults.reject_numbers, lambda: self._draw_fault(faults)
+        )
+        to, text = vs.e164(form.get("to", "")), form.get("text", "")
+        self._record_as("vonage", None if sid else code, at_, status, to, text, sid)
+        return await self._answer(request, faults, status, payload)
+
+    async def _airtel_send(self, request: web.Request) -> web.StreamResponse:
+        at_ = time.monotonic()
         try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        login, _, password = decoded.partition(":")
-        return login == self.account_sid and password == self.auth_token
+            message: Any = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            message = None
+        faults = self.faults
+        header = request.headers.get("Authorization")
+        credentials = (self.airtel.username, self.airtel.password)
+        authorized = header == self._expected_airtel or _basic_credentials(header) == credentials
+        status, code, payload, sid = at.answer(
+            authorized,
+            message,
+            self.airtel,
+            faults.reject_numbers,
+            lambda: self._draw_fault(faults),
+        )
+        text = message.get("message") if isinstance(message, dict) else None
+        to = at.e164(at.destination(message))
+        text = text if isinstance(text, str) else ""
+        self._record_as("airtel", code, at_, status, to, text, sid)
+        return await self._answer(request, faults, status, payload)
+
+    def _draw_fault(self, faults: Faults) -> int | None:
+        """HUNG, 429 or 500 when this request draws a fault, else None (as Twilio's)."""
+        draw = self._rng.random()
+        if draw < faults.hang:
+            return HUNG
+        draw -= faults.hang
+        if draw < faults.throttle_429:
+            return 429
+        if draw - faults.throttle_429 < faults.fail_5xx:
+            return 500
+        return None
+
+    async def _answer(
+        self, request: web.Request, faults: Faults, status: int, payload: bytes
+    ) -> web.StreamResponse:
+        if status == HUNG:
+            return await self._hold(request)
+        delay_ms = faults.latency_ms
+        if faults.jitter_ms:
+            delay_ms += self._rng.uniform(0.0, faults.jitter_ms)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        headers = {"Retry-After": str(faults.retry_after_s)} if status == 429 else None
+        return web.Response(body=payload, status=status, content_type=_JSON, headers=headers)
 
     def _record(self, at: float, status: int, to: str, body: str, sid: str | None) -> None:
         self.arrivals.append(at)
         self.records.append(Arrival(at, status, to, body, sid))
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        if sid is not None:
+            self.accepted.append(Accepted(to, body, sid, at))
+
+    def _record_as(
+        self,
+        provider: str,
+        code: str | None,
+        at: float,
+        status: int,
+        to: str,
+        body: str,
+        sid: str | None,
+    ) -> None:
+        # As _record, which Twilio's hot path keeps to itself.
+        self.arrivals.append(at)
+        self.records.append(Arrival(at, status, to, body, sid, provider, code))
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if sid is not None:
             self.accepted.append(Accepted(to, body, sid, at))
@@ -310,8 +407,28 @@ class FakeTwilio:
         self._stopping = True
 
 
+# Existing users know the fake by its first shape.
+FakeTwilio = FakeProvider
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(login, password) of a Basic Authorization header in any spelling, else None.
+
+    Parsed by hand: aiohttp 3.14 deprecates BasicAuth.
+    """
+    scheme, _, encoded = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    login, _, password = decoded.partition(":")
+    return login, password
 
 
 def _json_response(data: object, status: int = 200) -> web.Response:
@@ -341,11 +458,18 @@ def max_in_sliding_window(times: Sequence[float], window_s: float = 1.0) -> int:
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fake_provider", description="Fake Twilio Messages API."
+        prog="python -m bench.fake_provider",
+        description="Fake SMS provider: Twilio, Vonage and Airtel IQ shapes.",
     )
     serving.add_listen_args(parser)
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    vonage, airtel = VonageAccount(), AirtelAccount()
+    parser.add_argument("--vonage-api-key", default=vonage.api_key)
+    parser.add_argument("--vonage-api-secret", default=vonage.api_secret)
+    parser.add_argument("--airtel-customer-id", default=airtel.customer_id)
+    parser.add_argument("--airtel-username", default=airtel.username)
+    parser.add_argument("--airtel-password", default=airtel.password)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="extra uniform 0..jitter")
     parser.add_argument("--fail-5xx", type=float, default=0.0, help="probability of a 500")
@@ -357,7 +481,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]
         action="append",
         default=[],
         metavar="E164",
-        help="answer 400/21211 for this To (repeatable)",
+        help="refuse this number, E.164 (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
     args = parser.parse_args(argv)
@@ -378,7 +502,14 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]
 
 def main(argv: Sequence[str] | None = None) -> None:
     args, faults = _parse_args(argv)
-    fake = FakeTwilio(args.account_sid, args.auth_token, faults=faults, seed=args.seed)
+    fake = FakeProvider(
+        args.account_sid,
+        args.auth_token,
+        faults=faults,
+        seed=args.seed,
+        vonage=VonageAccount(args.vonage_api_key, args.vonage_api_secret),
+        airtel=AirtelAccount(args.airtel_customer_id, args.airtel_username, args.airtel_password),
+    )
     # The fake is a measuring instrument: a cyclic-GC pass over hundreds of thousands of
     # records stalls it for tens of milliseconds and then stamps a backlog of arrivals at
     # once, which would read as a burst we never sent. Records hold no cycles, so reference

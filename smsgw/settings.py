@@ -14,7 +14,7 @@ import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -24,6 +24,8 @@ from smsgw.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "AirtelMessageType",
+    "AirtelProviderSettings",
     "AuditSettings",
     "Backend",
     "ClientSettings",
@@ -37,6 +39,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "TwilioProviderSettings",
+    "VonageProviderSettings",
     "load_settings",
     "parse_settings",
 ]
@@ -196,6 +199,9 @@ class ClientSettings(_Section, frozen=True, kw_only=True):
 
 
 class _ProviderBase(_Section, frozen=True, kw_only=True, tag_field="kind"):
+    # Fields whose values repr() masks, so a logged or printed entry never shows a secret.
+    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+
     name: str
     # SMS per second across all replicas; None = not limited (console, tests).
     rate: float | None = None
@@ -217,8 +223,17 @@ class _ProviderBase(_Section, frozen=True, kw_only=True, tag_field="kind"):
             if country != "*" and country not in phonenumbers.SUPPORTED_REGIONS:
                 raise _invalid("countries", f"unknown ISO country code {country!r}")
 
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}={'***' if f.name in self._secret_fields else repr(getattr(self, f.name))}"
+            for f in msgspec.structs.fields(self)
+        )
+        return f"{type(self).__name__}({fields})"
+
 
 class TwilioProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="twilio"):
+    _secret_fields = frozenset({"auth_token"})
+
     account_sid: str
     auth_token: str
     from_: str | None = msgspec.field(default=None, name="from")
@@ -237,7 +252,66 @@ class ConsoleProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="con
     path: str | None = None
 
 
-ProviderSettings = TwilioProviderSettings | ConsoleProviderSettings
+class VonageProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="vonage"):
+    _secret_fields = frozenset({"api_secret"})
+
+    api_key: str
+    api_secret: str
+    # A number (E.164, with or without '+') or an alphanumeric sender id.
+    from_: str = msgspec.field(name="from")
+    base_url: str = "https://rest.nexmo.com"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_present("api_key", self.api_key)
+        _check_present("api_secret", self.api_secret)
+        if not re.fullmatch(r"\+?[0-9]{1,15}|[A-Za-z0-9 ]{1,11}", self.from_):
+            raise _invalid("from", "use a number of up to 15 digits or up to 11 letters/digits")
+        _check_url("base_url", self.base_url)
+
+
+AirtelMessageType = Literal["SERVICE_IMPLICIT", "SERVICE_EXPLICIT", "TRANSACTIONAL", "PROMOTIONAL"]
+
+
+class AirtelProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="airtel"):
+    _secret_fields = frozenset({"password"})
+
+    # Airtel IQ sends to Indian numbers only, so that is also the default route.
+    countries: tuple[str, ...] = ("IN",)
+    customer_id: str
+    username: str
+    password: str
+    # The DLT header (sender id) registered with the operator.
+    source_address: str
+    dlt_entity_id: str
+    # One template per provider entry: the SMS text must match it, so this is the OTP one.
+    dlt_template_id: str
+    message_type: AirtelMessageType = "SERVICE_IMPLICIT"
+    # Sends `"otp": true` with each message when set.
+    otp: bool = False
+    # No public default: Airtel gives each customer its endpoint.
+    base_url: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if set(self.countries) != {"IN"}:
+            raise _invalid("countries", 'Airtel IQ serves India only: use ["IN"]')
+        for key in ("customer_id", "username", "password"):
+            _check_present(key, getattr(self, key))
+        if not re.fullmatch(r"[A-Za-z0-9]{1,11}", self.source_address):
+            raise _invalid("source_address", "use the registered DLT header (letters/digits)")
+        for key in ("dlt_entity_id", "dlt_template_id"):
+            if not re.fullmatch(r"[0-9]{1,30}", getattr(self, key)):
+                raise _invalid(key, "must be the numeric id registered on the DLT platform")
+        _check_url("base_url", self.base_url)
+
+
+ProviderSettings = (
+    TwilioProviderSettings
+    | VonageProviderSettings
+    | AirtelProviderSettings
+    | ConsoleProviderSettings
+)
 
 
 class Settings(_Section, frozen=True, kw_only=True):
@@ -275,6 +349,12 @@ class Settings(_Section, frozen=True, kw_only=True):
     def active_providers(self) -> tuple[ProviderSettings, ...]:
         """The configured providers, or the console provider when none is configured."""
         return self.providers or (ConsoleProviderSettings(name="console"),)
+
+
+def _check_present(key: str, value: str) -> None:
+    # msgspec catches a missing key; an empty or blank one would only fail at the first send.
+    if not value.strip():
+        raise _invalid(key, "must not be empty")
 
 
 def _check_url(key: str, url: str) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import orjson
 
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
+from smsgw.providers import _http
 from smsgw.providers.base import OutgoingSms, Provider
 from smsgw.settings import TwilioProviderSettings
 
@@ -31,7 +30,6 @@ PERMANENT_CODES: dict[int, str] = {
 THROTTLE_CODES: frozenset[int] = frozenset({20429, 14107, 63017})
 # ValidityPeriod range the API accepts, in seconds.
 _VALIDITY_MIN, _VALIDITY_MAX = 1, 36_000
-_DEFAULT_RETRY_AFTER_S = 1.0
 
 
 class TwilioProvider(Provider):
@@ -57,13 +55,8 @@ class TwilioProvider(Provider):
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(
-                total=self._settings.timeout_s, sock_connect=self._settings.connect_timeout_s
-            ),
-            skip_auto_headers=("User-Agent",),
-            raise_for_status=False,
+        self._session = _http.open_session(
+            connect_timeout_s=self._settings.connect_timeout_s, timeout_s=self._settings.timeout_s
         )
 
     async def close(self) -> None:
@@ -81,26 +74,13 @@ class TwilioProvider(Provider):
     async def _try_send(self, sms: OutgoingSms) -> str:
         if self._session is None:
             raise RuntimeError("TwilioProvider.start() was not called")
-        try:
-            async with self._session.post(
-                self._url, data=self._form(sms), headers=self._headers
-            ) as response:
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                payload = await response.read()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise RetryableProviderError(self.name, "connect timeout") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise RetryableProviderError(self.name, "cannot connect") from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # The request may have been received and processed: Twilio has no idempotency key
-            # for message creation, so a retry may deliver twice.
-            detail = "timeout" if isinstance(exc, TimeoutError) else "connection lost"
-            raise RetryableProviderError(self.name, detail, ambiguous=True) from exc
-        return self._outcome(status, retry_after, payload)
+        answer = await _http.post(
+            self._session, self.name, self._url, data=self._form(sms), headers=self._headers
+        )
+        return self._outcome(answer.status, answer.retry_after, answer.payload)
 
     def _outcome(self, status: int, retry_after: str | None, payload: bytes) -> str:
-        body = _json_object(payload)
+        body = _http.json_object(payload)
         if status in (200, 201):
             sid = body.get("sid")
             if not isinstance(sid, str):
@@ -114,7 +94,7 @@ class TwilioProvider(Provider):
                 self.name,
                 "throttled",
                 code=code_text,
-                retry_after_s=_parse_retry_after(retry_after),
+                retry_after_s=_http.parse_retry_after(retry_after),
             )
         if status >= 500:
             raise RetryableProviderError(
@@ -128,20 +108,3 @@ class TwilioProvider(Provider):
             raise RetryableProviderError(self.name, "endpoint not found", code=code_text)
         reason = PERMANENT_CODES.get(code or 0, f"rejected with HTTP {status}")
         raise PermanentProviderError(self.name, reason, code=code_text)
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _parse_retry_after(value: str | None) -> float:
-    # Twilio sends seconds; an HTTP date or garbage falls back to a short pause.
-    try:
-        seconds = float(value) if value is not None else _DEFAULT_RETRY_AFTER_S
-    except ValueError:
-        return _DEFAULT_RETRY_AFTER_S
-    return min(max(seconds, 0.0), 60.0)

@@ -1,0 +1,170 @@
+"""Vonage SMS API (`POST /sms/json`), with its status table beside the client.
+
+Vonage answers HTTP 200 even for refused messages: the verdict is the `status` of each entry
+in `messages[]` (one per SMS part). A non-zero status means the part was not queued, so
+those outcomes are never ambiguous; only transport trouble and 5xx are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+from urllib.parse import urlencode
+
+import aiohttp
+
+from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
+from smsgw.providers import _http
+from smsgw.providers._gsm import is_gsm7
+from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.settings import VonageProviderSettings
+
+__all__ = ["STATUS_OUTCOMES", "VonageProvider"]
+
+# throttled: nothing processed, pause the provider and requeue (not a failure).
+# retryable: Vonage's own trouble; another try (here or elsewhere) may work.
+# account:   our account or configuration, not the message: another provider can send it,
+#            as Twilio's 401/403/404 (retryable, never ambiguous).
+# permanent: this message will never go through.
+Outcome = Literal["throttled", "retryable", "account", "permanent"]
+
+# https://developer.vonage.com/api-errors/sms
+STATUS_OUTCOMES: Final[dict[str, tuple[Outcome, str]]] = {
+    "1": ("throttled", "throttled"),
+    "2": ("permanent", "missing parameters"),
+    "3": ("permanent", "invalid parameters"),
+    "4": ("account", "invalid credentials"),
+    "5": ("retryable", "internal error"),
+    "6": ("permanent", "message not routable"),
+    "7": ("permanent", "number barred"),
+    "8": ("account", "account barred"),
+    "9": ("account", "quota exceeded (no credit)"),
+    "10": ("throttled", "too many existing binds"),
+    "11": ("account", "account not enabled for HTTP"),
+    "12": ("permanent", "message too long"),
+    "14": ("account", "invalid signature"),
+    "15": ("permanent", "invalid sender address"),
+    "22": ("permanent", "invalid network code"),
+    "23": ("account", "invalid callback URL"),
+    "29": ("permanent", "destination not whitelisted"),
+    "32": ("account", "signature and API secret disallowed"),
+    "33": ("permanent", "number de-activated"),
+}
+SUCCESS: Final = "0"
+# `ttl` range the API accepts, in milliseconds.
+_TTL_MIN_MS, _TTL_MAX_MS = 20_000, 604_800_000
+# Vonage rejects a longer `callback`.
+_CALLBACK_MAX_CHARS = 100
+
+
+class VonageProvider(Provider):
+    def __init__(self, settings: VonageProviderSettings, callback: str | None = None) -> None:
+        super().__init__(settings.name)
+        if callback is not None and len(callback) > _CALLBACK_MAX_CHARS:
+            raise ValueError(f"Vonage callback URLs are limited to {_CALLBACK_MAX_CHARS} chars")
+        self._settings = settings
+        self._url = f"{settings.base_url.rstrip('/')}/sms/json"
+        self._headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+        # Vonage numbers are digits only (settings allow a '+' for E.164 habits).
+        sender = settings.from_.removeprefix("+")
+        fixed = [
+            ("api_key", settings.api_key),
+            ("api_secret", settings.api_secret),
+            ("from", sender),
+        ]
+        if callback is not None:
+            fixed.append(("callback", callback))
+        # Encoded once: the credentials and sender never change between sends.
+        self._fixed_form = urlencode(fixed)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = _http.open_session(
+            connect_timeout_s=self._settings.connect_timeout_s, timeout_s=self._settings.timeout_s
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _form(self, sms: OutgoingSms) -> bytes:
+        fields = [
+            ("to", sms.to.removeprefix("+")),
+            ("text", sms.body),
+            ("client-ref", sms.message_id),
+        ]
+        if not is_gsm7(sms.body):
+            fields.append(("type", "unicode"))
+        if sms.validity_s is not None:
+            ttl_ms = min(max(sms.validity_s * 1000, _TTL_MIN_MS), _TTL_MAX_MS)
+            fields.append(("ttl", str(ttl_ms)))
+        return f"{self._fixed_form}&{urlencode(fields)}".encode()
+
+    async def _try_send(self, sms: OutgoingSms) -> str:
+        if self._session is None:
+            raise RuntimeError("VonageProvider.start() was not called")
+        answer = await _http.post(
+            self._session, self.name, self._url, data=self._form(sms), headers=self._headers
+        )
+        if answer.status == 200:
+            return self._verdict(_http.json_object(answer.payload).get("messages"))
+        if answer.status == 429:
+            raise ThrottledError(
+                self.name, "throttled", retry_after_s=_http.parse_retry_after(answer.retry_after)
+            )
+        if answer.status >= 500:
+            raise RetryableProviderError(self.name, f"server error {answer.status}", ambiguous=True)
+        if answer.status in (401, 403, 404):
+            # Credentials or base_url: our configuration, not the message.
+            raise RetryableProviderError(self.name, f"configuration refused (HTTP {answer.status})")
+        raise PermanentProviderError(self.name, f"rejected with HTTP {answer.status}")
+
+    def _verdict(self, messages: Any) -> str:
+        """Judge the `messages[]` of a 200: one entry per SMS part."""
+        statuses = _statuses(messages)
+        if statuses is None:
+            # A 200 we cannot read may still have queued the SMS.
+            raise RetryableProviderError(self.name, "unreadable answer", ambiguous=True)
+        refused = next((s for s in statuses if s != SUCCESS), None)
+        if refused is None:
+            message_id = messages[0].get("message-id")
+            if not isinstance(message_id, str) or not message_id:
+                raise RetryableProviderError(
+                    self.name, "success without a message-id", ambiguous=True
+                )
+            # The first part's id; receipts of every part also carry our client-ref.
+            return message_id
+        code = refused
+        outcome, reason = STATUS_OUTCOMES.get(code, ("permanent", f"rejected with status {code}"))
+        if outcome == "permanent":
+            raise PermanentProviderError(self.name, reason, code=code)
+        if SUCCESS in statuses:
+            # Some parts are queued already: any retry re-sends them.
+            raise RetryableProviderError(
+                self.name, f"{reason} after part of the message was sent", code=code, ambiguous=True
+            )
+        if outcome == "throttled":
+            # Vonage gives no Retry-After: its limits are per second, so pause one.
+            raise ThrottledError(self.name, reason, code=code)
+        raise RetryableProviderError(self.name, reason, code=code)
+
+
+def _statuses(messages: Any) -> list[str] | None:
+    """The `status` of each part, or None when the list is missing or malformed."""
+    if not isinstance(messages, list) or not messages:
+        return None
+    statuses = []
+    for part in messages:
+        status = part.get("status") if isinstance(part, dict) else None
+        # Documented as a string; accept a number too rather than misjudge the answer.
+        if isinstance(status, bool) or not isinstance(status, str | int):
+            return None
+        text = str(status)
+        # Anything but a short number is not a status (and must not reach logs as a code).
+        if not (text.isascii() and text.isdigit() and len(text) <= 4):
+            return None
+        statuses.append(text)
+    return statuses
