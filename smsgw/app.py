@@ -40,6 +40,7 @@ from smsgw.otp import CodeHasher, MemoryOtpStore, OtpService, OtpStore
 from smsgw.otp.redis_store import RedisOtpStore
 from smsgw.providers import build_provider
 from smsgw.queue import MemoryQueue
+from smsgw.queue.redis import RedisQueue, default_consumer_name
 from smsgw.redis_keys import RedisKeys
 from smsgw.settings import Settings
 
@@ -143,8 +144,18 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
-    app[QUEUE] = MemoryQueue(app[SETTINGS].queue.max_size)
-    yield
+    settings = app[SETTINGS]
+    if not settings.uses_redis(settings.queue.backend):
+        app[QUEUE] = MemoryQueue(settings.queue.max_size)
+        yield
+        return
+    queue = RedisQueue(app[REDIS], _redis_keys(settings), settings.queue, default_consumer_name())
+    app[QUEUE] = queue
+    try:
+        yield
+    finally:
+        # After the dispatcher's cleanup: writes back the last acks and retries.
+        await queue.close()
 
 
 async def _otp(app: web.Application) -> AsyncIterator[None]:

@@ -13,6 +13,8 @@ __all__ = [
     "DEDUPE_TTL_S",
     "IDEMPOTENCY_TTL_S",
     "LIMITER_IDLE_TTL_S",
+    "QUEUE_CONSUMER_IDLE_TTL_S",
+    "QUEUE_GROUP",
     "RedisKeys",
 ]
 
@@ -21,6 +23,11 @@ LIMITER_IDLE_TTL_S = 60
 # "Already sent" markers outlive any visibility timeout and retry schedule by far.
 DEDUPE_TTL_S = 24 * 3600
 IDEMPOTENCY_TTL_S = 24 * 3600
+# The one consumer group every replica's dispatcher reads the queue streams with.
+QUEUE_GROUP = "dispatch"
+# A queue consumer (one per replica run) that holds nothing and was silent this long is
+# removed from the group, so the group does not keep every replica that ever ran.
+QUEUE_CONSUMER_IDLE_TTL_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +45,10 @@ class RedisKeys:
         """Sorted set of messages waiting for a retry, scored by due time."""
         return f"{self.prefix}queue:delayed"
 
-    def sent_marker(self, message_id: str) -> str:
-        return f"{self.prefix}queue:sent:{message_id}"
+    def done_marker(self, priority: str, entry_id: str) -> str:
+        """Set (with DEDUPE_TTL_S) when one stream entry was finished while another consumer
+        may hold a copy of it (claimed after a visibility timeout): that copy is skipped."""
+        return f"{self.prefix}queue:done:{priority}:{entry_id}"
 
     def verification(self, verification_id: str) -> str:
         return f"{self.prefix}otp:v:{verification_id}"

@@ -12,7 +12,7 @@ from smsgw.api.idempotency import Idempotency
 from smsgw.api.quotas import Quotas
 from smsgw.dispatch import Dispatcher, Router
 from smsgw.otp import OtpService
-from smsgw.queue import MemoryQueue
+from smsgw.queue import MessageQueue
 from smsgw.settings import Settings
 
 __all__ = [
@@ -44,7 +44,7 @@ AUTH = web.AppKey("auth", ClientAuth)
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
 QUOTAS = web.AppKey("quotas", Quotas)
 REDIS = web.AppKey("redis", Redis)  # only set when redis.url is configured
-QUEUE = web.AppKey("queue", MemoryQueue)
+QUEUE = web.AppKey("queue", MessageQueue)
 ROUTER = web.AppKey("router", Router)
 OTP = web.AppKey("otp", OtpService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

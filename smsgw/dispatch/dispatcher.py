@@ -35,6 +35,8 @@ class DispatchStats:
     possible_duplicates: int = 0
     # Limiter slots dropped because the loop reached them too late to use them safely.
     late_slots: int = 0
+    # Redelivered copies (a replica died mid-send) found already sent and not sent again.
+    duplicates_skipped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -62,9 +64,19 @@ class Dispatcher:
         ]
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until every accepted message has an outcome; False if the bound ran out."""
+        """Finish what this process holds; False if the bound ran out.
+
+        A shared (Redis) queue stops handing out new messages and gives back what it
+        prefetched, so the rest is sent by other replicas; the memory queue has no one
+        else, so everything accepted is sent here.
+        """
+
+        async def finish() -> None:
+            await self._queue.stop_fetching()
+            await self._queue.wait_empty()
+
         try:
-            await asyncio.wait_for(self._queue.wait_empty(), timeout_s)
+            await asyncio.wait_for(finish(), timeout_s)
         except TimeoutError:
             return False
         return True
@@ -105,6 +117,11 @@ class Dispatcher:
         if _is_expired(message):
             await self._expire(message)
             return
+        if await self._queue.was_sent(message):
+            # A redelivered copy of a message another replica already sent: never twice.
+            self.stats.duplicates_skipped += 1
+            await self._queue.ack(message)
+            return
         remaining = message.remaining_s(time.time())
         sms = OutgoingSms(
             message_id=message.id,
@@ -122,6 +139,7 @@ class Dispatcher:
             message.attempts += 1
             await self._fail(message, exc.detail, provider=provider.name)
         else:
+            await self._queue.mark_sent(message)
             message.attempts += 1
             self.stats.sent += 1
             _log.debug(

@@ -3,5 +3,21 @@
 from smsgw.queue.base import MessageQueue
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message, Priority, new_message_id
+from smsgw.queue.redis import (
+    QueueUnavailable,
+    RedisQueue,
+    RedisQueueStats,
+    default_consumer_name,
+)
 
-__all__ = ["MemoryQueue", "Message", "MessageQueue", "Priority", "new_message_id"]
+__all__ = [
+    "MemoryQueue",
+    "Message",
+    "MessageQueue",
+    "Priority",
+    "QueueUnavailable",
+    "RedisQueue",
+    "RedisQueueStats",
+    "default_consumer_name",
+    "new_message_id",
+]

@@ -11,6 +11,12 @@ __all__ = ["MessageQueue"]
 
 
 class MessageQueue(Protocol):
+    # The bound on waiting messages (beyond it, put() raises QueueFull).
+    max_size: int
+
+    def waiting(self) -> int:
+        """Messages waiting to be sent, as far as this process knows (for readiness)."""
+
     async def put(self, message: Message) -> None:
         """Accept one message or raise QueueFull."""
 
@@ -31,3 +37,23 @@ class MessageQueue(Protocol):
 
     async def wait_empty(self) -> None:
         """Return once depth() is zero."""
+
+    async def stop_fetching(self) -> None:
+        """Take no new messages (a drain begins); what is held is still finished.
+
+        A shared queue gives back what it fetched but has not handed out, for other replicas;
+        the memory queue has no one to give messages to and keeps serving them.
+        """
+
+    async def mark_sent(self, message: Message) -> None:
+        """The provider accepted `message`: a redelivered copy of it must not be sent again.
+
+        Call it right after the provider's answer, before recording the outcome; `ack()`
+        follows once the outcome is recorded.
+        """
+
+    async def was_sent(self, message: Message) -> bool:
+        """True if `message` is a redelivered copy another consumer already finished.
+
+        Cheap (no I/O) unless the message was redelivered; call it just before sending.
+        """

@@ -71,6 +71,17 @@ class MemoryQueue:
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
+    async def stop_fetching(self) -> None:
+        # Nobody else could take the messages: a drain must send them all from here.
+        pass
+
+    async def mark_sent(self, message: Message) -> None:
+        # One process, no redelivery: nothing to remember.
+        pass
+
+    async def was_sent(self, message: Message) -> bool:
+        return False
+
     def _enqueue(self, message: Message) -> None:
         self._empty.clear()
         self._ready.put_nowait((_PRIORITY_RANK[message.priority], next(self._sequence), message))

@@ -186,6 +186,7 @@ async def test_201_is_sent(make_rig: MakeRig) -> None:
         "throttled": 0,
         "possible_duplicates": 0,
         "late_slots": 0,
+        "duplicates_skipped": 0,
     }
     [call] = rig.fakes["twilio"].calls
     assert call.form["To"] == "+14155550100"

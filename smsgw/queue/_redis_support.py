@@ -1,0 +1,165 @@
+"""Parts of the Redis queue that hold no connection: bookkeeping of held entries, the wire
+format, the Lua scripts, and logging an outage once."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from smsgw.queue.message import Message, Priority
+
+__all__ = [
+    "PRIORITIES",
+    "Backoff",
+    "Codec",
+    "Held",
+    "Outage",
+    "RedisQueueStats",
+    "Scripts",
+    "default_consumer_name",
+    "stream_index",
+    "text",
+]
+
+# Stream order in every script's KEYS (Lua counts from 1): high first.
+PRIORITIES: tuple[Priority, Priority] = ("high", "normal")
+_INDEX: dict[str, int] = {"high": 1, "normal": 2}
+
+
+def stream_index(priority: str) -> int:
+    return _INDEX[priority]
+
+
+def text(value: bytes | str) -> str:
+    """Redis replies are bytes, or str when the client decodes responses: accept both."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def default_consumer_name() -> str:
+    # Unique per process run: a restarted replica must not inherit the entries its previous
+    # run held, since it does not know them; they are claimed after the visibility timeout.
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+@dataclass(slots=True, eq=False)
+class Held:
+    """One stream entry this consumer has read and not yet settled."""
+
+    index: int  # 1 high, 2 normal: the stream's position in the scripts' KEYS
+    entry_id: str
+    message: Message
+    payload: bytes | str  # as read, to give back unchanged
+    # time.monotonic() at the start of the last call that reset the entry's idle time in
+    # Redis: until visibility_timeout_s after it, no other consumer can claim the entry.
+    lease_at: float
+    # Taken over from another consumer, which may still hold (and send) a copy of it.
+    reclaimed: bool = False
+    # Another consumer has claimed it from us since.
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class RedisQueueStats:
+    """Counters since start; read by health checks, tests and benchmarks."""
+
+    fetched: int = 0
+    claimed: int = 0
+    # Redelivered copies dropped because their entry was already finished elsewhere.
+    duplicates_skipped: int = 0
+    released: int = 0
+    leases_lost: int = 0
+    undecodable: int = 0
+    # Round trips to Redis made by this queue (scripts count once).
+    redis_calls: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Codec:
+    """Messages as JSON (msgspec): a few bytes more than msgpack, but valid UTF-8, so it
+    also works on a client created with decode_responses=True."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Message)
+
+    def encode(self, message: Message) -> bytes:
+        return self._encoder.encode(message)
+
+    def decode(self, payload: bytes | str) -> Message:
+        return self._decoder.decode(payload)
+
+    def delayed_member(self, message: Message) -> bytes:
+        # The stream to return to travels with the retry as its first byte (see fetch.lua).
+        return b"%d" % _INDEX[message.priority] + self._encoder.encode(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    put: AsyncScript
+    fetch: AsyncScript
+    settle: AsyncScript
+    renew: AsyncScript
+    claim: AsyncScript
+    release: AsyncScript
+
+    @classmethod
+    def register(cls, redis: Redis) -> Scripts:
+        # register_script runs EVALSHA and reloads the text after NOSCRIPT (a Redis restart
+        # or SCRIPT FLUSH), so no SHA is ever cached by us.
+        folder = resources.files("smsgw.queue").joinpath("lua")
+        loaded = {
+            name: redis.register_script(folder.joinpath(f"{name}.lua").read_text())
+            for name in ("put", "fetch", "settle", "renew", "claim", "release")
+        }
+        return cls(**loaded)
+
+
+class Outage:
+    """Logs the first failure of an outage and the recovery, not every retry in between."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, during: str, exc: BaseException) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+            self._log.warning("redis_queue_unavailable", during=during, error=repr(exc))
+
+    def ok(self) -> None:
+        if self._since is not None:
+            seconds = round(time.monotonic() - self._since, 3)
+            self._since = None
+            self._log.info("redis_queue_recovered", after_s=seconds)
+
+
+class Backoff:
+    """Exponential delays with jitter for background retries against Redis."""
+
+    def __init__(self, base_s: float = 0.05, max_s: float = 2.0) -> None:
+        self._base_s = base_s
+        self._max_s = max_s
+        self._attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self._max_s, self._base_s * 2.0**self._attempt)
+        self._attempt += 1
+        return ceiling / 2 + random.uniform(0.0, ceiling / 2)
+
+    def reset(self) -> None:
+        self._attempt = 0

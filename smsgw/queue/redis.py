@@ -1,0 +1,651 @@
+"""The durable queue shared by replicas: two Redis streams (high, normal), one consumer group.
+
+Life of a message (scripts in ./lua):
+- put: XADD to its priority's stream, after a bound check, all or none (put.lua);
+- get: one fetcher task reads in batches, high first, after moving due retries back into
+  their streams (fetch.lua), and hands messages out from a small local buffer;
+- ack / retry_later: queued here and settled in batches, one call each (settle.lua):
+  XACK + XDEL, or ZADD to the delayed set + XACK + XDEL, atomically;
+- held entries are renewed while held (renew.lua), so only a consumer that died or hangs
+  loses them: after `visibility_timeout_s` another replica takes them (claim.lua, XAUTOCLAIM).
+
+A claimed entry may still be in the hands of the slow consumer it was taken from. Either of
+the two that finishes it leaves a "done" marker for that entry, and the other drops its copy
+(when claiming, and in `was_sent()` just before sending). Markers are written only where such
+a copy can exist, so the common path costs no key per message.
+
+Round trips stay far below one per message: puts come in batches, fetches bring up to
+`batch_max` entries, and settling groups the outcomes of `settle_linger_s` into one call.
+No connection is held across a provider call: every call returns its connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from smsgw.errors import QueueFull, SmsgwError
+from smsgw.queue._redis_support import (
+    PRIORITIES,
+    Backoff,
+    Codec,
+    Held,
+    Outage,
+    RedisQueueStats,
+    Scripts,
+    default_consumer_name,
+    stream_index,
+    text,
+)
+from smsgw.queue.message import Message
+from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_CONSUMER_IDLE_TTL_S, QUEUE_GROUP, RedisKeys
+from smsgw.settings import QueueSettings
+
+__all__ = ["QueueUnavailable", "RedisQueue", "RedisQueueStats", "default_consumer_name"]
+
+_log = structlog.get_logger("smsgw.queue")
+
+# Due retries moved back per fetch; Lua's unpack() also caps how many fit in one call.
+_PROMOTE_LIMIT = 500
+# Outcomes per settle call (each adds a few arguments).
+_SETTLE_LIMIT = 1000
+# A settle call goes out at once when this many outcomes wait, else after the linger.
+_SETTLE_BATCH = 200
+# Entries per renew call.
+_RENEW_LIMIT = 1000
+# How often the consumption rate that sizes prefetching is re-estimated.
+_RATE_WINDOW_S = 0.1
+
+_Failure = (RedisError, OSError)
+
+
+class QueueUnavailable(SmsgwError, RedisConnectionError):
+    """The shared queue (Redis) cannot be reached; nothing was accepted. HTTP 503.
+
+    Also a redis ConnectionError, so the API's handler of Redis failures answers 503 with
+    Retry-After without knowing this class.
+    """
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(f"queue unavailable: {detail}")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class _Op:
+    """One outcome waiting for the next settle call."""
+
+    kind: Literal["ack", "retry", "mark"]
+    index: int
+    entry_id: str | None  # None: a retry of a message this queue did not hand out
+    held: Held | None  # None: an entry dropped without being held (undecodable, done)
+    delay_ms: int = 0
+    member: bytes = b""
+
+
+class RedisQueue:
+    """`MessageQueue` on Redis Streams, shared by every replica using the same keys.
+
+    `depth()` and `wait_empty()` count what this consumer holds (fetched, not yet settled):
+    the rest stays in Redis for any replica. `waiting()` is the shared total the bound
+    applies to (unfinished + delayed), as of the last call that returned it.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        settings: QueueSettings,
+        consumer: str,
+        *,
+        batch_max: int = 200,
+        prefetch_s: float = 0.1,
+        min_prefetch: int = 0,
+        block_s: float = 0.25,
+        settle_linger_s: float = 0.05,
+        claim_interval_s: float | None = None,
+        renew_interval_s: float | None = None,
+    ) -> None:
+        self.max_size = settings.max_size
+        self.stats = RedisQueueStats()
+        self._redis = redis
+        self._keys = keys
+        self._streams = (keys.stream(PRIORITIES[0]), keys.stream(PRIORITIES[1]))
+        self._all_keys = [*self._streams, keys.delayed]
+        self._consumer = consumer
+        self._visibility_s = settings.visibility_timeout_s
+        self._batch_max = batch_max
+        # Buffer about this long of consumption: enough to batch reads at thousands per
+        # second, small enough that a new OTP never waits long behind a local backlog.
+        self._prefetch_s = prefetch_s
+        self._min_prefetch = min_prefetch
+        # Short, so a stop is prompt; must stay below the client's socket_timeout.
+        self._block_s = block_s
+        # Outcomes of a paced dispatcher trickle in (5000/s is one per 0.2 ms, about one
+        # Redis round trip): waiting this long after the first one batches them, ~80 per
+        # call for a third of 5000/s. It also adds to how long a sent message stays unacked
+        # (may be sent again if this process dies right then), as the provider's own
+        # latency already does.
+        self._settle_linger_s = settle_linger_s
+        self._claim_interval_s = claim_interval_s or min(self._visibility_s / 4, 5.0)
+        # A lease is renewed well before it runs out, and counts as fresh for half of it.
+        self._renew_interval_s = renew_interval_s or self._visibility_s / 3
+        self.reap_idle_s: float = QUEUE_CONSUMER_IDLE_TTL_S
+        self._scripts = Scripts.register(redis)
+        self._codec = Codec()
+        self._outage = Outage(_log)
+
+        self._buffers: tuple[deque[Held], deque[Held]] = (deque(), deque())
+        self._getters: deque[asyncio.Future[Held]] = deque()
+        self._held: dict[tuple[int, str], Held] = {}
+        self._in_flight: dict[int, Held] = {}  # by id(message): the object handed out
+        self._ops: list[_Op] = []
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._fetch_wake = asyncio.Event()
+        self._settle_wake = asyncio.Event()
+        self._settle_full = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fetcher: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._closed = False
+        self._total = 0
+        self._handed = 0
+        self._rate = 0.0
+        self._rate_at = time.monotonic()
+        self._rate_handed = 0
+        self._target = 0  # entries to keep buffered, from the rate of gets
+        self._claim_at = 0.0  # claim at the first fetch: orphans of a dead run wait already
+        self._claim_more = False
+        self._cursors = ["0-0", "0-0"]
+
+    # -- MessageQueue -------------------------------------------------------------------
+
+    async def put(self, message: Message) -> None:
+        await self.put_many((message,))
+
+    async def put_many(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        args: list[Any] = [self.max_size]
+        for message in messages:
+            args += (stream_index(message.priority), self._codec.encode(message))
+        try:
+            accepted, total = await self._call(self._scripts.put, self._all_keys, args)
+        except _Failure as exc:
+            self._outage.failed("put", exc)
+            reachable = isinstance(exc, ResponseError)  # it answered, with an error
+            detail = f"Redis refused: {exc}" if reachable else "Redis is unreachable"
+            raise QueueUnavailable(detail) from exc
+        self._outage.ok()
+        self._total = int(total)
+        if not accepted:
+            raise QueueFull(retry_after_s=1)
+
+    async def get(self) -> Message:
+        self._start()
+        held = self._pop()
+        if held is None:
+            future: asyncio.Future[Held] = asyncio.get_running_loop().create_future()
+            self._getters.append(future)
+            self._fetch_wake.set()
+            try:
+                held = await future
+            except asyncio.CancelledError:
+                # Cancelled after a message was handed to us: keep it for the next getter.
+                if future.done() and not future.cancelled():
+                    self._give_back(future.result())
+                raise
+        self._in_flight[id(held.message)] = held
+        self._handed += 1
+        if not self._stopping and self._buffered() * 2 < max(self._target, 1):
+            self._fetch_wake.set()
+        return held.message
+
+    async def ack(self, message: Message) -> None:
+        held = self._in_flight.pop(id(message), None)
+        if held is None:
+            _log.warning("ack_unknown_message", message_id=message.id)
+            return
+        self._add_op(_Op("ack", held.index, held.entry_id, held))
+
+    async def retry_later(self, message: Message, delay_s: float) -> None:
+        held = self._in_flight.pop(id(message), None)
+        member = self._codec.delayed_member(message)
+        delay_ms = max(0, round(delay_s * 1000))
+        if held is None:
+            # Not ours to ack, but dropping it would lose an accepted message.
+            _log.warning("retry_unknown_message", message_id=message.id)
+            self._add_op(_Op("retry", stream_index(message.priority), None, None, delay_ms, member))
+            return
+        self._add_op(_Op("retry", held.index, held.entry_id, held, delay_ms, member))
+
+    def depth(self) -> int:
+        return len(self._held)
+
+    def waiting(self) -> int:
+        """Unfinished plus delayed messages of all replicas, as of the last call."""
+        return self._total
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    async def stop_fetching(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._fetch_wake.set()
+        if self._fetcher is not None:
+            # Let a read in progress finish (at most one BLOCK) rather than cut its connection:
+            # entries it brings would stay pending on us until the visibility timeout.
+            done, _ = await asyncio.wait({self._fetcher}, timeout=self._block_s + 1.0)
+            if not done:
+                self._fetcher.cancel()
+                await asyncio.gather(self._fetcher, return_exceptions=True)
+        await self._release([*self._buffers[0], *self._buffers[1]])
+
+    async def mark_sent(self, message: Message) -> None:
+        held = self._in_flight.get(id(message))
+        if held is not None:
+            self._add_op(_Op("mark", held.index, held.entry_id, held))
+
+    async def was_sent(self, message: Message) -> bool:
+        held = self._in_flight.get(id(message))
+        if held is None or not self._may_have_copy(held, time.monotonic()):
+            return False
+        key = self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)
+        try:
+            self.stats.redis_calls += 1
+            done = bool(await self._redis.exists(key))
+        except _Failure as exc:
+            # Cannot tell: a possible duplicate beats a message never sent.
+            self._outage.failed("was_sent", exc)
+            return False
+        if done:
+            self.stats.duplicates_skipped += 1
+        return done
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def total(self) -> int:
+        """Unfinished plus delayed messages of all replicas, read now."""
+        high, normal, delayed = self._all_keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(high)
+            pipe.xlen(normal)
+            pipe.zcard(delayed)
+            counts = await pipe.execute()
+        self.stats.redis_calls += 1
+        self._total = sum(int(n) for n in counts)
+        return self._total
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Stop fetching, settle what was reported (bounded), stop background work.
+
+        Messages still handed out stay pending in Redis; another replica claims them after
+        the visibility timeout. The Redis client belongs to the caller and stays open.
+        """
+        await self.stop_fetching()
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+        except TimeoutError:
+            _log.warning("queue_close_unsettled", outcomes=len(self._ops))
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for future in self._getters:
+            future.cancel()
+        if self._held:
+            _log.warning("queue_closed_holding", messages=len(self._held))
+
+    def _start(self) -> None:
+        if self._tasks or self._closed:
+            return
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name="smsgw-queue-fetch")
+        self._tasks = [
+            self._fetcher,
+            asyncio.create_task(self._settle_loop(), name="smsgw-queue-settle"),
+            asyncio.create_task(self._renew_loop(), name="smsgw-queue-renew"),
+        ]
+
+    # -- local bookkeeping --------------------------------------------------------------
+
+    def _buffered(self) -> int:
+        return len(self._buffers[0]) + len(self._buffers[1])
+
+    def _pop(self) -> Held | None:
+        for buffer in self._buffers:
+            if buffer:
+                return buffer.popleft()
+        return None
+
+    def _give_back(self, held: Held) -> None:
+        if self._stopping:
+            task = asyncio.create_task(self._release([held]))
+            self._tasks.append(task)
+        else:
+            self._buffers[held.index - 1].appendleft(held)
+
+    def _accept(self, entries: list[Held]) -> None:
+        for held in entries:
+            key = (held.index, held.entry_id)
+            mine = self._held.get(key)
+            if mine is not None:
+                # Our own entry, claimed back after our lease lapsed: same message, keep ours.
+                mine.lease_at = held.lease_at
+                continue
+            self._held[key] = held
+            self._empty.clear()
+            while self._getters:
+                future = self._getters.popleft()
+                if not future.done():
+                    future.set_result(held)
+                    break
+            else:
+                self._buffers[held.index - 1].append(held)
+
+    def _forget(self, held: Held) -> None:
+        if self._held.get((held.index, held.entry_id)) is held:
+            del self._held[(held.index, held.entry_id)]
+        if not self._held:
+            self._empty.set()
+
+    def _add_op(self, op: _Op) -> None:
+        self._start()
+        self._ops.append(op)
+        self._settled.clear()
+        self._settle_wake.set()
+        if len(self._ops) >= _SETTLE_BATCH:
+            self._settle_full.set()
+
+    def _may_have_copy(self, held: Held, now: float) -> bool:
+        """Can another consumer hold this entry too (so a done marker matters)?
+
+        Only if it was claimed from someone, or our lease may have run out: until
+        visibility_timeout_s after the last reset of its idle time nobody can claim it,
+        and renewals keep that well under half of the timeout.
+        """
+        return held.reclaimed or held.lost or now - held.lease_at >= self._visibility_s / 2
+
+    def _entries(self, flat: list[Any], start: int, lease_at: float, reclaimed: bool) -> list[Held]:
+        entries = []
+        for i in range(start, len(flat), 3):
+            index, entry_id, payload = int(flat[i]), text(flat[i + 1]), flat[i + 2]
+            try:
+                message = self._codec.decode(payload)
+            except msgspec.MsgspecError:
+                # Never deliverable (written by something else): drop it instead of
+                # failing on it forever.
+                self.stats.undecodable += 1
+                _log.error("undecodable_entry", stream=self._streams[index - 1], entry=entry_id)
+                self._add_op(_Op("ack", index, entry_id, None))
+                continue
+            entries.append(Held(index, entry_id, message, payload, lease_at, reclaimed))
+        return entries
+
+    # -- fetching -----------------------------------------------------------------------
+
+    def _fetch_count(self) -> int:
+        """How many entries to read now; 0 when the buffer is full enough."""
+        now = time.monotonic()
+        elapsed = now - self._rate_at
+        if elapsed >= _RATE_WINDOW_S:
+            current = (self._handed - self._rate_handed) / elapsed
+            # Up at once (a burst must not wait for the estimate), down gently.
+            self._rate = current if current > self._rate else (self._rate + current) / 2
+            self._rate_at, self._rate_handed = now, self._handed
+        target = min(self._batch_max, max(self._min_prefetch, int(self._rate * self._prefetch_s)))
+        self._target = target
+        while self._getters and self._getters[0].done():
+            self._getters.popleft()  # cancelled getters
+        waiting = sum(1 for future in self._getters if not future.done())
+        buffered = self._buffered()
+        if waiting == 0 and buffered * 2 >= target:
+            return 0
+        return min(self._batch_max, max(1, waiting + target - buffered))
+
+    async def _fetch_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stopping:
+            count = self._fetch_count()
+            if count == 0:
+                self._fetch_wake.clear()
+                await self._fetch_wake.wait()
+                continue
+            try:
+                if self._claim_more or time.monotonic() >= self._claim_at:
+                    await self._claim(count)
+                    continue  # recount: the claim may have filled the buffer
+                got, wait_s = await self._fetch(count)
+                if not got and wait_s > 0 and not self._stopping:
+                    await self._block_read(count, wait_s)
+            except _Failure as exc:
+                self._outage.failed("fetch", exc)
+                await asyncio.sleep(backoff.next())
+            except Exception:
+                _log.exception("queue_fetch_bug")
+                await asyncio.sleep(backoff.next())
+            else:
+                backoff.reset()
+                self._outage.ok()
+
+    async def _fetch(self, count: int) -> tuple[bool, float]:
+        """Read up to `count` entries; also says how long a blocking read may wait."""
+        started = time.monotonic()
+        args = [QUEUE_GROUP, self._consumer, count, _PROMOTE_LIMIT]
+        reply = await self._call(self._scripts.fetch, self._all_keys, args)
+        self._total = int(reply[0])
+        entries = self._entries(reply, 2, started, reclaimed=False)
+        self.stats.fetched += len(entries)
+        self._accept(entries)
+        next_due_ms = int(reply[1])
+        wait_s = self._block_s if next_due_ms < 0 else min(self._block_s, next_due_ms / 1000)
+        return bool(entries), wait_s
+
+    async def _block_read(self, count: int, wait_s: float) -> None:
+        """Wait (briefly) for new entries in either stream."""
+        started = time.monotonic()
+        streams: dict[Any, Any] = {self._streams[0]: ">", self._streams[1]: ">"}
+        try:
+            self.stats.redis_calls += 1
+            reply: Any = await self._redis.xreadgroup(
+                QUEUE_GROUP,
+                self._consumer,
+                streams,
+                count=count,
+                block=max(1, round(wait_s * 1000)),
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return  # the next fetch.lua creates the group
+            raise
+        if not reply:
+            return
+        items = reply.items() if isinstance(reply, dict) else reply
+        flat: list[Any] = []
+        for stream, entries in items:
+            index = self._streams.index(text(stream)) + 1
+            for entry in entries[0] if isinstance(reply, dict) else entries:
+                entry_id, fields = entry
+                payload = fields.get(b"m", fields.get("m"))
+                flat += (index, entry_id, payload)
+        held = self._entries(flat, 0, started, reclaimed=False)
+        self.stats.fetched += len(held)
+        self._accept(held)
+
+    async def _claim(self, count: int) -> None:
+        """Take over entries held too long by a consumer that stopped renewing them."""
+        started = time.monotonic()
+        args = [
+            QUEUE_GROUP,
+            self._consumer,
+            round(self._visibility_s * 1000),
+            count,
+            *self._cursors,
+            round(self.reap_idle_s * 1000),
+        ]
+        reply = await self._call(self._scripts.claim, self._streams, args)
+        self._cursors = [text(reply[0]), text(reply[1])]
+        self._claim_more = self._cursors != ["0-0", "0-0"]
+        self._claim_at = time.monotonic() + self._claim_interval_s
+        entries = [
+            held
+            for held in self._entries(reply, 2, started, reclaimed=True)
+            if (held.index, held.entry_id) not in self._held
+        ]
+        if not entries:
+            return
+        markers = [self._keys.done_marker(PRIORITIES[h.index - 1], h.entry_id) for h in entries]
+        self.stats.redis_calls += 1
+        done = await self._redis.mget(markers)
+        fresh = []
+        for held, marker in zip(entries, done, strict=True):
+            if marker is None:
+                fresh.append(held)
+            else:
+                # Its first holder finished it after all: drop our copy, unsent.
+                self.stats.duplicates_skipped += 1
+                self._add_op(_Op("ack", held.index, held.entry_id, None))
+        self.stats.claimed += len(fresh)
+        _log.info("claimed", messages=len(fresh), already_done=len(entries) - len(fresh))
+        self._accept(fresh)
+
+    async def _release(self, entries: list[Held]) -> None:
+        """Give entries we never handed out back to their stream, for any replica."""
+        for held in entries:
+            buffer = self._buffers[held.index - 1]
+            if held in buffer:
+                buffer.remove(held)
+        if not entries:
+            return
+        args: list[Any] = [QUEUE_GROUP, self._consumer]
+        for held in entries:
+            args += (held.index, held.entry_id, held.payload)
+        try:
+            self.stats.released += int(await self._call(self._scripts.release, self._streams, args))
+        except _Failure as exc:
+            # Still pending on us in Redis: claimed by another replica after the timeout.
+            self._outage.failed("release", exc)
+        finally:
+            for held in entries:
+                self._forget(held)
+
+    # -- settling and renewing ----------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            if not self._ops:
+                self._settled.set()
+                self._settle_wake.clear()
+                await self._settle_wake.wait()
+                continue
+            if len(self._ops) < _SETTLE_BATCH and self._settle_linger_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settle_full.wait(), self._settle_linger_s)
+            self._settle_full.clear()
+            # Everything reported meanwhile goes in this one call.
+            batch = self._ops[:_SETTLE_LIMIT]
+            try:
+                await self._settle(batch)
+            except _Failure as exc:
+                # Kept and retried: an outcome reported to us is never dropped.
+                self._outage.failed("settle", exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            except Exception:
+                _log.exception("queue_settle_bug")
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            self._outage.ok()
+            del self._ops[: len(batch)]
+            for op in batch:
+                if op.kind != "mark" and op.held is not None:
+                    self._forget(op.held)
+
+    async def _settle(self, batch: list[_Op]) -> None:
+        now = time.monotonic()
+        finishing = {id(op.held) for op in batch if op.kind != "mark" and op.held is not None}
+        acks: tuple[list[str], list[str]] = ([], [])
+        retries: list[Any] = []
+        markers: dict[str, None] = {}
+        for op in batch:
+            held = op.held
+            if held is not None and self._may_have_copy(held, now):
+                markers[self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)] = None
+            elif op.kind == "mark" and held is not None and id(held) not in finishing:
+                # Sent but not finished yet: if we die now, whoever claims it must skip it.
+                markers[self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)] = None
+            if op.kind == "mark":
+                continue
+            if op.entry_id is not None:
+                acks[op.index - 1].append(op.entry_id)
+            if op.kind == "retry":
+                retries += (op.delay_ms, op.member)
+        args = [
+            QUEUE_GROUP,
+            DEDUPE_TTL_S,
+            len(acks[0]),
+            len(acks[1]),
+            len(retries) // 2,
+            *acks[0],
+            *acks[1],
+            *retries,
+        ]
+        await self._call(self._scripts.settle, [*self._all_keys, *markers], args)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._renew_interval_s)
+            live = [held for held in self._held.values() if not held.lost]
+            for start in range(0, len(live), _RENEW_LIMIT):
+                try:
+                    await self._renew(live[start : start + _RENEW_LIMIT])
+                except _Failure as exc:
+                    self._outage.failed("renew", exc)
+                    break
+                except Exception:
+                    _log.exception("queue_renew_bug")
+                    break
+
+    async def _renew(self, entries: list[Held]) -> None:
+        started = time.monotonic()
+        high = [held.entry_id for held in entries if held.index == 1]
+        normal = [held.entry_id for held in entries if held.index == 2]
+        args = [QUEUE_GROUP, self._consumer, len(high), *high, *normal]
+        reply = await self._call(self._scripts.renew, self._streams, args)
+        lost = {(int(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)}
+        for held in entries:
+            if (held.index, held.entry_id) not in lost:
+                held.lease_at = started
+                continue
+            held.lost = True
+            self.stats.leases_lost += 1
+            buffer = self._buffers[held.index - 1]
+            if held in buffer:
+                # Not handed out yet: the replica that claimed it will send it, not us.
+                buffer.remove(held)
+                self._forget(held)
+        if lost:
+            _log.warning("queue_leases_lost", messages=len(lost))
+
+    async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        self.stats.redis_calls += 1
+        return await script(keys=keys, args=args)
