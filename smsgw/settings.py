@@ -122,7 +122,7 @@ class LimiterSettings(_Section, frozen=True, kw_only=True):
     lease_size: int = 50
     lookahead_s: float = 0.05
     # Fraction of each provider's rate actually used, leaving room for network jitter.
-    pace: float = 0.995
+    pace: float = 0.99
     # 0: while Redis is unreachable nothing is sent (fail closed). N > 0: each replica then
     # paces at rate / N on its own — only safe if at most N replicas ever run.
     degraded_replicas: int = 0
