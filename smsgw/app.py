@@ -35,7 +35,8 @@ from smsgw.api.keys import (
 )
 from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
 from smsgw.dispatch import Dispatcher, Route, Router
-from smsgw.limiter import MemoryLimiter
+from smsgw.limiter import MemoryLimiter, ProviderLimiter
+from smsgw.limiter.redis import RedisLimiter
 from smsgw.otp import CodeHasher, MemoryOtpStore, OtpService, OtpStore
 from smsgw.otp.redis_store import RedisOtpStore
 from smsgw.providers import build_provider
@@ -193,7 +194,12 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    limiter = MemoryLimiter({p.name: p.rate for p in settings.active_providers})
+    rates = {p.name: p.rate for p in settings.active_providers}
+    limiter: ProviderLimiter
+    if settings.uses_redis(settings.limiter.backend):
+        limiter = RedisLimiter(app[REDIS], rates, _redis_keys(settings), settings.limiter)
+    else:
+        limiter = MemoryLimiter(rates, pace=settings.limiter.pace)
     dispatcher = Dispatcher(app[QUEUE], app[ROUTER], limiter, settings.dispatch)
     app[DISPATCHER] = dispatcher
     dispatcher.start()

@@ -1,0 +1,458 @@
+"""Provider limiter shared by every replica through Redis: leased send slots on one grid.
+
+- The provider's schedule is a grid of slots 1 / (pace x rate) apart on Redis's clock; each
+  slot is leased to at most one replica, so no 1-second window of all replicas together
+  holds more than pace x rate of them. One Lua script call (lease.lua) leases this replica
+  up to `lease_size` slots, none further ahead than `lookahead_s`.
+- The grid is dealt out in interleaved lanes: a lease is every n-th slot for a while, not a
+  block of consecutive ones, so each replica sends at about its share of the rate instead
+  of at the full rate in bursts, which a busy replica could not keep up with.
+- A slot comes back as an offset from Redis's `now`. We map that `now` to the local
+  monotonic time the reply arrived, which is never before the script ran: a slot can only
+  be used late, never early.
+- Each replica hands its slots to waiting acquire() calls in order. A slot nobody could take
+  within LATE_SLOT_S is dropped: sent late, it would bunch with the next slots.
+- Redis unreachable: leased slots are still used, then acquire() waits (fail closed) while
+  the lease is retried with backoff; with `degraded_replicas = N`, a local MemoryLimiter
+  paces at rate / N instead until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from smsgw.limiter.base import LATE_SLOT_S
+from smsgw.limiter.memory import COLD_PACE, MemoryLimiter
+from smsgw.redis_keys import LIMITER_IDLE_TTL_S, RedisKeys
+from smsgw.settings import LimiterSettings
+
+__all__ = ["RedisLimiter"]
+
+_log = structlog.get_logger("smsgw.limiter")
+
+_LEASE_LUA = resources.files(__package__).joinpath("lease.lua").read_text(encoding="utf-8")
+
+# Bound on one Redis call: an unanswered call must not hold the lane (or a pause) forever.
+CALL_TIMEOUT_S = 0.5
+# Retry backoff while Redis is unreachable: short, so service resumes soon after it returns.
+RETRY_BASE_S = 0.05
+RETRY_MAX_S = 0.5
+# Degraded mode starts this long (plus the look-ahead) after Redis failed, and Redis slots
+# this long after the last local grant when it returns: the two never share one window.
+DEGRADED_HOLD_S = 1.0
+# At most this many interleaved lanes in a provider's schedule (lease.lua).
+MAX_LANES = 8
+# Throttle answers arriving together pause the shared key once, not once each.
+PAUSE_COALESCE_S = 0.1
+# After this long without sends a replica's connections to the provider are cold: the
+# first sends open new ones and arrive late, bunching with the next (memory.py measured it).
+# For its first second it then uses only COLD_PACE of the slots it leases.
+COLD_AFTER_S = 1.0
+_COLD_SKIP_EVERY = round(1 / (1 - COLD_PACE))
+# Demand is measured over this long to size leases when few calls are waiting.
+_DEMAND_WINDOW_S = 0.1
+_EXPECTED_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+def slot_interval(rate: float, pace: float) -> tuple[int, int]:
+    """Slot spacing as a fraction num/den of µs, so that no 1 s window holds more than
+    floor(pace x rate) slots (at least one slot per 1 / (pace x rate) s below that)."""
+    per_second = rate * pace
+    whole = math.floor(per_second + 1e-9)
+    if whole >= 1:
+        return 1_000_000, whole
+    return math.ceil(1_000_000 / per_second), 1
+
+
+class RedisLimiter:
+    """ProviderLimiter shared through Redis; see the module docstring.
+
+    `lease_calls`, `slots_leased` and `slots_dropped` count since start (for benchmarks and
+    metrics). The Redis client stays the caller's: close() does not close it.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        rates: Mapping[str, float | None],
+        keys: RedisKeys,
+        settings: LimiterSettings,
+        *,
+        idle_ttl_s: float = LIMITER_IDLE_TTL_S,
+    ) -> None:
+        self._script = redis.register_script(_LEASE_LUA)
+        self._keys = keys
+        self.settings = settings
+        self.idle_ttl_ms = math.ceil(idle_ttl_s * 1000)
+        self.lookahead_us = math.ceil(settings.lookahead_s * 1_000_000)
+        limited = {name: rate for name, rate in rates.items() if rate is not None}
+        replicas = settings.degraded_replicas
+        self.degraded: MemoryLimiter | None = None
+        if replicas > 0 and limited:
+            self.degraded = MemoryLimiter(
+                {name: rate / replicas for name, rate in limited.items()}, pace=settings.pace
+            )
+        self._queues = {name: _SlotQueue(self, name, rate) for name, rate in limited.items()}
+        # Providers without a rate never touch Redis; a throttle answer pauses them locally.
+        self._local_pauses = {name: 0.0 for name, rate in rates.items() if rate is None}
+        self.closed = False
+        self.lease_calls = 0
+        self.slots_leased = 0
+        self.slots_dropped = 0
+
+    async def acquire(self, provider: str) -> float:
+        queue = self._queues.get(provider)
+        if queue is not None:
+            return await queue.acquire()
+        while True:  # a pause may be extended while we sleep
+            now = time.monotonic()
+            wait = self._local_pauses.get(provider, 0.0) - now
+            if wait <= 0:
+                return now
+            await asyncio.sleep(wait)
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        queue = self._queues.get(provider)
+        if queue is not None:
+            await queue.pause(seconds)
+        elif provider in self._local_pauses:
+            until = time.monotonic() + seconds
+            self._local_pauses[provider] = max(self._local_pauses[provider], until)
+
+    async def close(self) -> None:
+        self.closed = True
+        for queue in self._queues.values():
+            await queue.close()
+        if self.degraded is not None:
+            await self.degraded.close()
+
+    async def call_script(self, key: str, args: list[Any]) -> tuple[int, int, int]:
+        """Run lease.lua; (count, first slot - now, next free slot - now), µs of Redis time."""
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            reply = await self._script(keys=[key], args=args)
+        count, first_us, next_us = (int(value) for value in reply)
+        return count, first_us, next_us
+
+    def key(self, provider: str) -> str:
+        return self._keys.limiter(provider)
+
+
+class _SlotQueue:
+    """One limited provider in this replica: its leased slots and its waiting acquirers."""
+
+    def __init__(self, owner: RedisLimiter, provider: str, rate: float) -> None:
+        self._owner = owner
+        self._provider = provider
+        self._key = owner.key(provider)
+        self._num, self._den = slot_interval(rate, owner.settings.pace)
+        self._step_s = self._num / self._den / 1_000_000
+        self._lookahead_s = owner.lookahead_us / 1_000_000
+        self._lease_size = owner.settings.lease_size
+        # Lanes of the shared grid (lease.lua): as many as still let one call lease a full
+        # batch within the look-ahead, so interleaving costs no extra Redis calls.
+        per_lookahead = self._lookahead_s / self._step_s
+        self._lanes = max(1, min(MAX_LANES, math.floor(per_lookahead / self._lease_size)))
+        self._slots: deque[float] = deque()  # local monotonic times, ascending
+        self._waiters: deque[asyncio.Future[float]] = deque()
+        self._paused_until = 0.0
+        self._shared_pause_until = 0.0
+        self._retry_at = 0.0  # no lease call before this
+        self._failures = 0
+        self._down_since: float | None = None
+        self._last_local_grant: float | None = None  # degraded mode's last grant
+        self._pump: asyncio.Task[None] | None = None
+        self._lease: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()  # pauses being shared
+        self._last_used = -math.inf  # when a slot was last handed out
+        self._cold_until = 0.0
+        self._cold_seq = 1  # spreads the slots skipped while cold evenly over leases
+        self._demand_count = 0
+        self._demand_since = time.monotonic()
+        self._demand_rate = 0.0
+
+    # -- acquire / pause ------------------------------------------------------------
+
+    async def acquire(self) -> float:
+        self._demand_count += 1
+        now = time.monotonic()
+        if not self._waiters:
+            self._drop_unusable(now)
+            if self._slots and self._slots[0] <= now:
+                self._maybe_lease(now)
+                self._last_used = now
+                return self._slots.popleft()
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run(), name=f"smsgw-limiter-{self._provider}")
+        else:
+            self._wake()
+        return await future
+
+    async def pause(self, seconds: float) -> None:
+        now = time.monotonic()
+        until = now + seconds
+        self._paused_until = max(self._paused_until, until)
+        self._drop_unusable(now)
+        if self._owner.degraded is not None:
+            await self._owner.degraded.pause(self._provider, seconds)
+        self._wake()
+        if until <= self._shared_pause_until + PAUSE_COALESCE_S:
+            return
+        self._shared_pause_until = until
+        _log.info("limiter_paused", provider=self._provider, seconds=round(seconds, 3))
+        # In the background: the caller (a dispatcher worker) need not wait on Redis, which
+        # may be the reason for the throttle in the first place.
+        task = asyncio.create_task(self._share_pause(seconds))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _share_pause(self, seconds: float) -> None:
+        try:
+            await self._owner.call_script(self._key, self._args("pause", 0, _us(seconds)))
+        except Exception as exc:
+            # Other replicas will not back off, but this one does; the provider will
+            # answer them with throttles too, and each pauses on its own.
+            _log.warning("limiter_pause_not_shared", provider=self._provider, error=_describe(exc))
+
+    async def close(self) -> None:
+        tasks = [task for task in (self._pump, self._lease, *self._background) if task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        while self._waiters:
+            self._waiters.popleft().cancel()
+
+    # -- handing out ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if not await self._step():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug here must not strand the waiters: log it and go on after a pause.
+                _log.exception("limiter_bug", provider=self._provider)
+                await asyncio.sleep(RETRY_MAX_S)
+
+    async def _step(self) -> bool:
+        """Hand out what is due, lease or wait once; False when nobody waits any more."""
+        now = time.monotonic()
+        self._drop_unusable(now)
+        self._hand_out(now)
+        if not self._has_waiters():
+            return False
+        self._maybe_lease(now)
+        degraded = self._owner.degraded
+        if not self._slots and self._down_since is not None and degraded is not None:
+            await self._grant_locally(degraded)
+        else:
+            await self._sleep_until(self._next_wake())
+        return True
+
+    def _hand_out(self, now: float) -> None:
+        slots, waiters = self._slots, self._waiters
+        if slots and waiters and slots[0] <= now:
+            self._last_used = now
+        while slots and waiters and slots[0] <= now:
+            future = waiters.popleft()
+            if not future.done():  # skip acquirers cancelled while waiting
+                future.set_result(slots.popleft())
+
+    def _has_waiters(self) -> bool:
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
+        return bool(self._waiters)
+
+    def _drop_unusable(self, now: float) -> None:
+        slots = self._slots
+        oldest_usable = max(now - LATE_SLOT_S, self._paused_until)
+        while slots and slots[0] < oldest_usable:
+            slots.popleft()
+            self._owner.slots_dropped += 1
+
+    async def _grant_locally(self, degraded: MemoryLimiter) -> None:
+        grant = await degraded.acquire(self._provider)
+        self._last_local_grant = self._last_used = grant
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(grant)
+                return
+
+    def _next_wake(self) -> float:
+        # The lease task wakes us when it ends; otherwise the next slot or the next retry.
+        wake = self._slots[0] if self._slots else math.inf
+        if self._lease is None:
+            wake = min(wake, max(self._retry_at, self._paused_until - self._lookahead_s))
+        return wake
+
+    async def _sleep_until(self, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        wakeup: asyncio.Future[None] = loop.create_future()
+        self._wakeup = wakeup
+        handle = None
+        if when < math.inf:
+            # Whole milliseconds, rounded up: uvloop rounds timers to the nearest ms, so a
+            # sub-ms sleep would wake before the slot and spin. Late by < 1 ms is harmless.
+            delay = math.ceil(max(when - time.monotonic(), 0.0) * 1000) / 1000
+            handle = loop.call_later(delay, _resolve, wakeup)
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if handle is not None:
+                handle.cancel()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            _resolve(self._wakeup)
+
+    # -- leasing --------------------------------------------------------------------
+
+    def _maybe_lease(self, now: float) -> None:
+        if self._lease is not None or self._owner.closed:
+            return
+        if now < max(self._retry_at, self._paused_until - self._lookahead_s):
+            return
+        # Slots wanted: one per waiting acquirer, or the demand over the look-ahead if
+        # that is more, less those held.
+        need = max(len(self._waiters), self._expected_demand(now)) - len(self._slots)
+        want = min(self._lease_size, need)
+        # A small top-up costs a whole Redis call: wait for a bigger one unless the slots
+        # held are about to run out.
+        small = want < self._lease_size // 2
+        lasting = bool(self._slots) and self._slots[-1] >= now + self._lookahead_s / 4
+        if want > 0 and not (small and lasting):
+            self._lease = asyncio.create_task(self._lease_slots(want))
+
+    def _expected_demand(self, now: float) -> int:
+        """Acquires expected within the look-ahead, so a steady trickle of single
+        acquires still leases in batches."""
+        elapsed = now - self._demand_since
+        if elapsed >= _DEMAND_WINDOW_S:
+            self._demand_rate = self._demand_count / elapsed
+            self._demand_count = 0
+            self._demand_since = now
+        return math.ceil(self._demand_rate * self._lookahead_s)
+
+    async def _lease_slots(self, want: int) -> None:
+        owner = self._owner
+        try:
+            sent_at = time.monotonic()
+            owner.lease_calls += 1
+            try:
+                reply = await owner.call_script(
+                    self._key, self._args("lease", want, self._hold_us(sent_at))
+                )
+            except Exception as exc:  # fail closed whatever went wrong
+                if self._failed(exc) and owner.degraded is not None:
+                    # Every slot Redis handed out (to any replica) lies before the failure
+                    # plus the look-ahead; local grants must keep 1 s clear of them too.
+                    hold = DEGRADED_HOLD_S + self._lookahead_s
+                    await owner.degraded.pause(self._provider, hold)
+                return
+            self._apply_lease(time.monotonic(), want, *reply)
+        finally:
+            self._lease = None
+            self._wake()
+
+    def _args(self, op: str, want: int, extra_us: int) -> list[Any]:
+        """lease.lua's ARGV, in its order."""
+        owner = self._owner
+        spacing = [self._num, self._den]
+        return [op, *spacing, want, owner.lookahead_us, owner.idle_ttl_ms, extra_us, self._lanes]
+
+    def _apply_lease(
+        self, received_at: float, want: int, count: int, first_us: int, next_us: int
+    ) -> None:
+        if self._down_since is not None:
+            _log.info(
+                "limiter_redis_recovered",
+                provider=self._provider,
+                down_s=round(received_at - self._down_since, 3),
+            )
+            self._down_since = None
+        self._failures = 0
+        self._last_local_grant = None
+        # Redis's `now` happened before `received_at`: mapping it there errs late (by far
+        # more than the < 1 µs by which i * stride can differ from the grid's rounding).
+        first = received_at + first_us / 1_000_000
+        stride = self._step_s * self._lanes
+        slots = [first + i * stride for i in range(count)]
+        if received_at - self._last_used > COLD_AFTER_S:
+            self._cold_until = received_at + COLD_AFTER_S
+        if received_at < self._cold_until:
+            kept = [t for i, t in enumerate(slots, self._cold_seq) if i % _COLD_SKIP_EVERY]
+            self._cold_seq += count
+            self._owner.slots_dropped += count - len(kept)
+            slots = kept
+        held = len(self._slots)
+        self._slots.extend(slots)
+        if slots and held and self._slots[held - 1] > slots[0]:
+            self._slots = deque(sorted(self._slots))  # slots of another lane interleave
+        self._owner.slots_leased += count
+        if count < want:
+            # Leased to the look-ahead (other replicas lease too). Ask again when a full
+            # batch has entered it, so each call is worth its round trip, but while the
+            # first free slot is still a quarter look-ahead away, so none passes unleased;
+            # the less we got, the earlier, so the replica that lost a race wins the next
+            # (otherwise whoever called first keeps calling first and the others starve).
+            free = received_at + next_us / 1_000_000
+            full = free - self._lookahead_s + (self._lease_size - 1) * stride
+            latest = free - self._lookahead_s / 4 * (2 - count / want)
+            self._retry_at = min(full, latest)
+        else:
+            self._retry_at = received_at
+
+    def _hold_us(self, now: float) -> int:
+        """After degraded mode: keep Redis slots 1 s clear of our last local grant."""
+        if self._last_local_grant is None:
+            return 0
+        return max(0, _us(DEGRADED_HOLD_S - (now - self._last_local_grant)))
+
+    def _failed(self, exc: BaseException) -> bool:
+        """Note a failed call; True if Redis was reachable until now."""
+        now = time.monotonic()
+        self._failures += 1
+        backoff = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (self._failures - 1))
+        self._retry_at = now + backoff * random.uniform(0.5, 1.0)
+        if self._down_since is None:
+            self._down_since = now
+            _log.warning(
+                "limiter_redis_unavailable",
+                provider=self._provider,
+                error=_describe(exc),
+                mode="degraded" if self._owner.degraded else "fail_closed",
+                slots_left=len(self._slots),
+                exc_info=not isinstance(exc, _EXPECTED_ERRORS),
+            )
+            return True
+        return False
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _us(seconds: float) -> int:
+    return math.ceil(seconds * 1_000_000)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
