@@ -4,6 +4,7 @@ SmsgwError
  ├── ConfigError                 bad or missing configuration; names the key
  ├── QueueFull                   the bounded queue refused a message (HTTP 503)
  ├── Draining                    the process is stopping and takes no new work (HTTP 503)
+ ├── AuditUnavailable            the audit store could not take a write (events are spooled)
  ├── OtpError                    a verification cannot proceed
  │    ├── VerificationNotFound   unknown, expired or already approved (HTTP 404)
  │    ├── MaxAttemptsReached     the code is dead after too many wrong checks (HTTP 429)
@@ -21,6 +22,7 @@ provider will never accept must fail at once instead of being retried until it e
 from __future__ import annotations
 
 __all__ = [
+    "AuditUnavailable",
     "ConfigError",
     "Draining",
     "MaxAttemptsReached",
@@ -59,6 +61,10 @@ class QueueFull(SmsgwError):
 
 class Draining(SmsgwError):
     """The process is shutting down and accepts no new messages."""
+
+
+class AuditUnavailable(SmsgwError):
+    """The audit store is unreachable or refused a write; the writer spools and retries."""
 
 
 class OtpError(SmsgwError):

@@ -156,8 +156,40 @@ class AuditSettings(_Section, frozen=True, kw_only=True):
     backend: Literal["sqlite", "dynamodb"] = "sqlite"
     path: str = "./data/audit.sqlite3"
     table: str = "smsgw-audit"
+    # DynamoDB: omit endpoint_url for AWS; credentials then come from the standard AWS chain
+    # (environment, profile, instance role). The two keys are for local servers (dynalite).
     endpoint_url: str | None = None
     region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    # Events not yet stored wait in memory (at most max_buffer of them) and are written
+    # every flush_interval_s, or sooner once batch_size are waiting.
+    flush_interval_s: float = 0.2
+    batch_size: int = 500
+    max_buffer: int = 50_000
+    # DynamoDB BatchWriteItem calls in flight at once.
+    max_in_flight: int = 8
+    # Where events go while the database cannot take them, replayed in order later.
+    spool_dir: str = "./data/audit-spool"
+    # Stored events carry an expiry this many days out (DynamoDB TTL; SQLite sweeps).
+    retention_days: int = 400
+
+    def __post_init__(self) -> None:
+        if self.flush_interval_s <= 0:
+            raise _invalid("flush_interval_s", "must be > 0")
+        for key in ("batch_size", "max_buffer", "max_in_flight", "retention_days"):
+            if getattr(self, key) <= 0:
+                raise _invalid(key, "must be > 0")
+        if self.max_buffer < self.batch_size:
+            raise _invalid("max_buffer", "must be >= batch_size")
+        if self.endpoint_url is not None:
+            _check_url("endpoint_url", self.endpoint_url)
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise _invalid("access_key_id", "give both access_key_id and secret_access_key")
+
+    def __repr__(self) -> str:
+        masked = "***" if self.secret_access_key is not None else None
+        return f"AuditSettings(backend={self.backend!r}, table={self.table!r}, secret={masked})"
 
 
 class DispatchSettings(_Section, frozen=True, kw_only=True):

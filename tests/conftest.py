@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from smsgw.app import create_app
-from smsgw.settings import Settings
+from smsgw.settings import AuditSettings, Settings
 from tests.helpers import make_settings
-from tests.services import RedisServer
+from tests.services import DynaliteServer, RedisServer
 
 
 @pytest.fixture
@@ -49,3 +50,29 @@ def redis_url(redis_server: RedisServer) -> str:
     except Exception:
         redis_server.restart()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def dynalite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynaliteServer]:
+    """One private dynalite for the whole run (started on first use); tests use own tables."""
+    server = DynaliteServer(tmp_path_factory.mktemp("dynalite"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dynamodb_settings(dynalite_server: DynaliteServer, tmp_path: Path) -> AuditSettings:
+    """Audit settings on the private dynalite, with a table of this test's own."""
+    if not dynalite_server.running:  # a previous test stopped it
+        dynalite_server.start()
+    return AuditSettings(
+        backend="dynamodb",
+        endpoint_url=dynalite_server.url,
+        region="us-east-1",
+        access_key_id="test",
+        secret_access_key="test",
+        table=f"audit-{uuid4().hex[:8]}",
+        spool_dir=str(tmp_path / "spool"),
+        path=str(tmp_path / "audit.sqlite3"),
+    )

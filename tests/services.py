@@ -11,7 +11,9 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["RedisServer", "free_port"]
+_REPO = Path(__file__).resolve().parent.parent
+
+__all__ = ["DynaliteServer", "RedisServer", "free_port"]
 
 
 def free_port() -> int:
@@ -80,3 +82,63 @@ class RedisServer:
             client.script_flush()
         finally:
             client.close()
+
+
+class DynaliteServer:
+    """A private dynalite (DynamoDB on LevelDB) that a test can stop and start again.
+
+    It keeps its port and data directory across stop() and start(), so a test can take
+    "DynamoDB" away for a while and bring it back with its tables and items intact.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        binary = _REPO / "node_modules" / ".bin" / "dynalite"
+        if not binary.exists():
+            raise RuntimeError(
+                f"{binary} is missing: run `npm ci` in {_REPO} (scripts/test does it)"
+            )
+        self._binary = binary
+        self._directory = directory
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        argv = [str(self._binary), "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--path", str(self._directory / "data")]
+        argv += ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
+        with (self._directory / "dynalite.log").open("ab") as log:
+            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"dynalite did not start on port {self.port} "
+                    f"(see {self._directory / 'dynalite.log'})"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        # Waits for the exit: the next start() opens the same LevelDB, which is locked
+        # until this process is gone.
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None

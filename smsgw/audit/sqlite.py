@@ -1,0 +1,166 @@
+"""The embedded audit store: one SQLite file, the same events and queries as DynamoDB.
+
+One table keyed like the DynamoDB one: (message_id, key), the event itself as JSON, and
+for `accepted` events the recipient columns (`rcpt` = "client|to", `rsk`) behind a partial
+index, which answers "what did this client send to this number" newest first. Every row
+keeps `retain_until`; rows past it are deleted at start and then hourly.
+
+SQLite calls block, so they all run on one dedicated thread that owns the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from smsgw.audit.base import RecipientPage
+from smsgw.audit.events import AuditEvent, recipient_sort_key
+from smsgw.errors import AuditUnavailable
+
+__all__ = ["SqliteStore", "recipient_key_range"]
+
+_T = TypeVar("_T")
+_SWEEP_EVERY_S = 3600.0
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AuditEvent)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_events (
+    message_id   TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    rcpt         TEXT,
+    rsk          TEXT,
+    retain_until REAL NOT NULL,
+    event        BLOB NOT NULL,
+    PRIMARY KEY (message_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_recipient ON audit_events (rcpt, rsk)
+    WHERE rcpt IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_retention ON audit_events (retain_until);
+"""
+
+
+def recipient_key_range(since: float | None, until: float | None) -> tuple[str, str]:
+    """Bounds on the by-recipient sort key (it starts with 16-digit µs) for [since, until]."""
+    low = "" if since is None else f"{int(since * 1_000_000):016d}"
+    # "~" sorts after every character a key holds, so `until` itself is included.
+    high = "~" if until is None else f"{int(until * 1_000_000):016d}~"
+    return low, high
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, retention_days: int) -> None:
+        self._path = Path(path)
+        self._retention_s = retention_days * 86400.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smsgw-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._next_sweep = 0.0
+
+    async def migrate(self) -> None:
+        await self._run(self._migrate)
+
+    async def write(self, events: Sequence[AuditEvent]) -> None:
+        rows = [self._row(event) for event in events]
+        await self._run(lambda: self._write(rows))
+
+    async def events(self, message_id: str) -> list[AuditEvent]:
+        rows = await self._run(
+            lambda: self._query(
+                "SELECT event FROM audit_events WHERE message_id = ? ORDER BY key",
+                (message_id,),
+            )
+        )
+        return [_decoder.decode(row[0]) for row in rows]
+
+    async def recipient_messages(
+        self,
+        *,
+        client: str,
+        to: str,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None,
+    ) -> RecipientPage:
+        low, high = recipient_key_range(since, until)
+        if cursor is not None:
+            if "|" not in cursor:
+                raise ValueError("not a cursor of this listing")
+            high = min(high, cursor)
+        # One more than asked tells whether another page exists.
+        rows = await self._run(
+            lambda: self._query(
+                "SELECT message_id, rsk FROM audit_events"
+                " WHERE rcpt = ? AND rsk >= ? AND rsk < ? ORDER BY rsk DESC LIMIT ?",
+                (f"{client}|{to}", low, high, limit + 1),
+            )
+        )
+        page = rows[:limit]
+        next_cursor = page[-1][1] if len(rows) > limit else None
+        return RecipientPage([row[0] for row in page], next_cursor)
+
+    async def close(self) -> None:
+        def close_db() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._run(close_db)
+        self._executor.shutdown(wait=True)
+
+    # -- on the store's thread --
+
+    def _row(self, event: AuditEvent) -> tuple[str, str, str | None, str | None, float, bytes]:
+        rcpt = rsk = None
+        if event.kind == "accepted" and event.client is not None and event.to is not None:
+            rcpt, rsk = f"{event.client}|{event.to}", recipient_sort_key(event)
+        retain_until = event.at + self._retention_s
+        return (event.message_id, event.key, rcpt, rsk, retain_until, _encoder.encode(event))
+
+    async def _run(self, call: Callable[[], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except sqlite3.Error as exc:
+            # Locked, full disk, unreadable file: the writer spools and tries again later.
+            raise AuditUnavailable(f"SQLite audit store: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, isolation_level=None)
+            # WAL: readers (the API's queries) do not wait for the writer. NORMAL sync is
+            # durable across process crashes, which is what the audit promises.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def _migrate(self) -> None:
+        self._connection()
+        self._sweep()
+
+    def _write(self, rows: list[tuple[str, str, str | None, str | None, float, bytes]]) -> None:
+        db = self._connection()
+        with db:  # one transaction per batch
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO audit_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if time.monotonic() >= self._next_sweep:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        with self._connection() as db:
+            db.execute("DELETE FROM audit_events WHERE retain_until < ?", (time.time(),))
+        self._next_sweep = time.monotonic() + _SWEEP_EVERY_S
+
+    def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[str, ...]]:
+        return self._connection().execute(sql, params).fetchall()
