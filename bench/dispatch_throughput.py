@@ -26,6 +26,7 @@ import uvloop
 
 from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
 from bench.loadgen import start_process, stop_process, wait_ready
+from bench.no_audit import NoAudit
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter
 from smsgw.log import configure_logging
@@ -73,6 +74,7 @@ async def _dispatch(
         Router([Route(provider, 1.0, frozenset())]),
         limiter,
         DispatchSettings(concurrency=concurrency),
+        NoAudit(),
     )
     started = time.perf_counter()
     dispatcher.start()

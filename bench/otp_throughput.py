@@ -23,6 +23,9 @@ from bench.loadgen import WrkResult, run_wrk, start_process, stop_process, wait_
 def _smsgw_config(directory: Path) -> Path:
     config = directory / "smsgw.toml"
     config.write_text(
+        "[audit]\n"
+        f'path = "{directory / "audit.sqlite3"}"\n'
+        f'spool_dir = "{directory / "audit-spool"}"\n'
         "[otp]\n"
         'secret = "bench-secret-0123456789"\n'
         "[[providers]]\n"

@@ -60,6 +60,7 @@ from redis.asyncio import Redis
 from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
 from bench.limiter_adapters import FixedWindowLimiter, MovingWindowLimiter
 from bench.loadgen import start_process, stop_process, wait_ready
+from bench.no_audit import NoAudit
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter, ProviderLimiter, RedisLimiter
 from smsgw.log import configure_logging
@@ -161,6 +162,7 @@ async def _run_replica(spec: ReplicaSpec, start: Any) -> ReplicaResult:
         Router([Route(provider, 1.0, frozenset())]),
         limiter,
         DispatchSettings(concurrency=spec.concurrency),
+        NoAudit(),
     )
     await asyncio.get_running_loop().run_in_executor(None, start.wait)
     started = time.monotonic()

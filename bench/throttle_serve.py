@@ -44,6 +44,9 @@ def _config(directory: Path, redis_url: str, fake_url: str, rate: float, limiter
         f"""
 [server]
 drain_timeout_s = 5
+[audit]
+path = "{directory}/audit.sqlite3"
+spool_dir = "{directory}/audit-spool"
 [otp]
 secret = "bench-secret-0123456789"
 [redis]

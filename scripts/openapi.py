@@ -78,6 +78,32 @@ def _get(summary: str, schema: dict[str, Any], *, not_ready: bool = False) -> An
     return {"get": {"summary": summary, "security": [], "responses": responses}}
 
 
+def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _audit_get(summary: str, schema: dict[str, Any], parameters: list[Any], **errors: Any) -> Any:
+    responses = {
+        "200": _json(summary, schema),
+        "401": _problem("Missing or invalid API key"),
+        "429": _problem("Request quota of this client exceeded (see Retry-After)"),
+        "503": _problem("Audit store unavailable (see Retry-After)"),
+    }
+    responses.update({code.removeprefix("e"): _problem(text) for code, text in errors.items()})
+    return {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "parameters": parameters,
+        "responses": dict(sorted(responses.items())),
+    }
+
+
 def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     return {
         "type": "object",
@@ -127,6 +153,63 @@ def build() -> dict[str, Any]:
             "attempts_left": {"type": "integer", "minimum": 0},
         }
     )
+    nullable_str = {"type": ["string", "null"]}
+    summary_fields = {
+        "id": _STR,
+        "to": _STR,
+        "status": {
+            "enum": [
+                "queued",
+                "sending",
+                "sent",
+                "delivered",
+                "undelivered",
+                "failed",
+                "expired",
+                "rejected",
+            ]
+        },
+        "provider": nullable_str,
+        "attempts": {"type": "integer", "minimum": 0},
+        "client_ref": nullable_str,
+        "priority": {"enum": ["high", "normal"]},
+        "body": {"type": "string", "description": "as sent, with an OTP code masked"},
+        "created_at": _TIME,
+    }
+    event = {
+        "type": "object",
+        "properties": {
+            "type": {
+                "enum": [
+                    "accepted",
+                    "queued",
+                    "sending",
+                    "sent",
+                    "retry",
+                    "failed",
+                    "expired",
+                    "rejected",
+                    "delivered",
+                    "undelivered",
+                ]
+            },
+            "at": _TIME,
+            "provider": _STR,
+            "attempt": {"type": "integer", "minimum": 1},
+            "provider_message_id": _STR,
+            "reason": _STR,
+            "replica": _STR,
+            "possible_duplicate": {"type": "boolean"},
+        },
+        "required": ["type", "at"],
+    }
+    trail = _object({**summary_fields, "events": {"type": "array", "items": event}})
+    listing = _object(
+        {
+            "messages": {"type": "array", "items": _object(summary_fields)},
+            "next_cursor": nullable_str,
+        }
+    )
     paths = {
         "/v1/otp": _post(
             "Start a verification: send a one-time code by SMS",
@@ -143,12 +226,38 @@ def build() -> dict[str, Any]:
             e404="Unknown, expired or already approved verification",
             e429="Max check attempts reached",
         ),
-        "/v1/messages": _post(
-            "Send one SMS",
-            "MessageBody",
-            "202",
-            _object({"id": _STR, "status": {"const": "queued"}}),
-        ),
+        "/v1/messages": {
+            **_post(
+                "Send one SMS",
+                "MessageBody",
+                "202",
+                _object({"id": _STR, "status": {"const": "queued"}}),
+            ),
+            "get": _audit_get(
+                "Messages this client sent to one number, newest first",
+                listing,
+                [
+                    _query("to", "Recipient, E.164", _STR, required=True),
+                    _query("since", "Accepted at or after (RFC 3339)", _TIME),
+                    _query("until", "Accepted at or before (RFC 3339)", _TIME),
+                    _query(
+                        "limit",
+                        "Page size",
+                        {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    ),
+                    _query("cursor", "next_cursor of the previous page", _STR),
+                ],
+                e400="Invalid or unknown query parameter",
+            ),
+        },
+        "/v1/messages/{message_id}": {
+            "get": _audit_get(
+                "A message's audit trail: status, provider, attempts and every event",
+                trail,
+                [{"name": "message_id", "in": "path", "required": True, "schema": _STR}],
+                e404="No message with this id was sent by this client",
+            )
+        },
         "/v1/messages/batch": _post(
             "Send up to 1000 SMS, all or nothing",
             "MessageBatchBody",

@@ -22,6 +22,7 @@ from smsgw.api.idempotency import (
     RedisIdempotencyBackend,
 )
 from smsgw.api.keys import (
+    AUDIT,
     AUTH,
     DISPATCHER,
     IDEMPOTENCY,
@@ -34,6 +35,7 @@ from smsgw.api.keys import (
     STATE,
 )
 from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
+from smsgw.audit import AuditStore, AuditWriter, Spool, default_replica_name, open_store
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter, ProviderLimiter
 from smsgw.limiter.redis import RedisLimiter
@@ -58,7 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STATE] = LifecycleState()
     app[AUTH] = ClientAuth(settings.clients)
     add_routes(app)
-    app.cleanup_ctx.extend([_redis, _providers, _queue, _otp, _dispatcher])
+    app.cleanup_ctx.extend([_redis, _providers, _audit, _queue, _otp, _dispatcher])
     return app
 
 
@@ -144,6 +146,28 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
             await route.provider.close()
 
 
+async def _audit(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].audit
+    store = await open_store(settings)
+    try:
+        await _prepare_audit_store(store, settings.backend)
+        spool = Spool.open(settings.spool_dir)
+        writer = AuditWriter(store, spool, settings, default_replica_name())
+        app[AUDIT] = writer
+        writer.start()
+        yield
+        # Last of all (cleanup runs in reverse): the dispatcher has recorded its outcomes.
+        await writer.close(app[SETTINGS].server.drain_timeout_s)
+    finally:
+        await store.close()
+
+
+async def _prepare_audit_store(store: AuditStore, backend: str) -> None:
+    if backend == "sqlite":
+        # The embedded store sets itself up; DynamoDB tables are made by `smsgw migrate`.
+        await store.migrate()
+
+
 async def _queue(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if not settings.uses_redis(settings.queue.backend):
@@ -182,7 +206,9 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
                 memory_store.sweep(time.time(), settings.otp.send_window_s)
 
         sweeper = asyncio.create_task(sweep(), name="smsgw-otp-sweeper")
-    app[OTP] = OtpService(settings.otp, store, app[QUEUE], CodeHasher(_otp_secret(settings)))
+    app[OTP] = OtpService(
+        settings.otp, store, app[QUEUE], CodeHasher(_otp_secret(settings)), app[AUDIT]
+    )
     app[IDEMPOTENCY] = Idempotency(idempotency)
     app[QUOTAS] = Quotas(settings.clients, quota_counter)
     yield
@@ -200,7 +226,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         limiter = RedisLimiter(app[REDIS], rates, _redis_keys(settings), settings.limiter)
     else:
         limiter = MemoryLimiter(rates, pace=settings.limiter.pace)
-    dispatcher = Dispatcher(app[QUEUE], app[ROUTER], limiter, settings.dispatch)
+    dispatcher = Dispatcher(app[QUEUE], app[ROUTER], limiter, settings.dispatch, app[AUDIT])
     app[DISPATCHER] = dispatcher
     dispatcher.start()
     yield

@@ -1,4 +1,4 @@
-"""The `smsgw` command: serve, check-config."""
+"""The `smsgw` command: serve, check-config, migrate."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import uvloop
 from aiohttp import web
 
 from smsgw.app import create_app, drain
-from smsgw.errors import ConfigError
+from smsgw.audit import open_store
+from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.log import configure_logging
-from smsgw.settings import Settings, load_settings
+from smsgw.settings import AuditSettings, Settings, load_settings
 
 __all__ = ["main"]
 
@@ -42,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config", nargs="?", help="TOML file (default: $SMSGW_CONFIG)")
 
+    migrate = commands.add_parser(
+        "migrate", help="create the audit table and its index (idempotent), then exit"
+    )
+    migrate.add_argument("--config", help="TOML file (default: $SMSGW_CONFIG, else built-ins)")
+
     args = parser.parse_args(argv)
     config_path = args.config or os.environ.get("SMSGW_CONFIG")
     try:
@@ -49,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"ok: {config_path or 'built-in defaults'}")
             return 0
+        if args.command == "migrate":
+            configure_logging("info")
+            return asyncio.run(_migrate(settings.audit))
         settings = _with_bind_overrides(settings, args.host, args.port)
     except ConfigError as exc:
         print(f"smsgw: configuration error: {exc.key}: {exc.problem}", file=sys.stderr)
@@ -63,6 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     uvloop.run(_serve(settings, args.port_file))
+    return 0
+
+
+async def _migrate(settings: AuditSettings) -> int:
+    store = await open_store(settings)
+    try:
+        await store.migrate()
+    except AuditUnavailable as exc:
+        _log.error("migrate_failed", backend=settings.backend, detail=str(exc))
+        return 1
+    finally:
+        await store.close()
+    target = settings.table if settings.backend == "dynamodb" else settings.path
+    _log.info("migrated", backend=settings.backend, target=target)
     return 0
 
 

@@ -29,6 +29,10 @@ def make_settings(sms_path: Path, **sections: Any) -> Settings:
     """
     raw: dict[str, Any] = {
         "server": {"drain_timeout_s": 5.0},
+        "audit": {
+            "path": str(sms_path.parent / "audit.sqlite3"),
+            "spool_dir": str(sms_path.parent / "audit-spool"),
+        },
         "otp": {"secret": OTP_SECRET},
         "providers": [{"name": "console", "kind": "console", "path": str(sms_path)}],
     }
@@ -38,6 +42,23 @@ def make_settings(sms_path: Path, **sections: Any) -> Settings:
         else:
             raw[key] = value
     return parse_settings(raw, env={})
+
+
+class RecordedAudit:
+    """An AuditRecorder that keeps (message_id, kind, details) in order, for assertions."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(self, message_id: str, kind: str, at: float | None = None, **details: Any) -> None:
+        self.events.append((message_id, kind, details))
+
+    def accepted(self, message_id: str, at: float, **details: Any) -> None:
+        self.record(message_id, "accepted", at, **details)
+        self.record(message_id, "queued")
+
+    def kinds(self, message_id: str) -> list[str]:
+        return [kind for mid, kind, _ in self.events if mid == message_id]
 
 
 def read_sms(path: Path) -> list[dict[str, Any]]:

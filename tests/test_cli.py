@@ -206,3 +206,22 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         cli.main(["frobnicate"])
     assert info.value.code == 2
     assert "frobnicate" in capsys.readouterr().err
+
+
+def test_migrate_creates_the_sqlite_audit_store_and_is_harmless_twice(tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "nested" / "audit.sqlite3"
+    config = tmp_path / "smsgw.toml"
+    config.write_text(f'{GOOD}\n[audit]\npath = "{database}"\n')
+    assert cli.main(["migrate", "--config", str(config)]) == 0
+    assert cli.main(["migrate", "--config", str(config)]) == 0
+    with sqlite3.connect(database) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert {"audit_events", "audit_by_recipient"} <= names
+
+
+def test_migrate_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "smsgw.toml"
+    config.write_text('[audit]\nbackend = "cassandra"\n')
+    assert cli.main(["migrate", "--config", str(config)]) == 2

@@ -13,7 +13,7 @@ from aiohttp import web
 from smsgw.api.keys import AUTH, IDEMPOTENCY, QUOTAS, STATE
 from smsgw.api.problems import Problem
 
-__all__ = ["DEFAULT_MAX_BODY", "JsonHandler", "decode_body", "json_endpoint"]
+__all__ = ["DEFAULT_MAX_BODY", "JsonHandler", "authorized_client", "decode_body", "json_endpoint"]
 
 DEFAULT_MAX_BODY = 64 * 1024
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -33,8 +33,7 @@ def json_endpoint(
     """
 
     async def endpoint(request: web.Request) -> web.Response:
-        client = request.app[AUTH].authenticate(request)
-        await request.app[QUOTAS].check(client)
+        client = await authorized_client(request)
         if takes_new_work and request.app[STATE].draining:
             raise Problem(
                 503,
@@ -66,6 +65,13 @@ def json_endpoint(
         )
 
     return endpoint
+
+
+async def authorized_client(request: web.Request) -> str:
+    """The calling client's name once its key and request quota allow the call."""
+    client = request.app[AUTH].authenticate(request)
+    await request.app[QUOTAS].check(client)
+    return client
 
 
 def decode_body(body: bytes, body_type: type[T]) -> T:

@@ -10,12 +10,14 @@ from redis.asyncio import Redis
 from smsgw.api.auth import ClientAuth
 from smsgw.api.idempotency import Idempotency
 from smsgw.api.quotas import Quotas
+from smsgw.audit import AuditWriter
 from smsgw.dispatch import Dispatcher, Router
 from smsgw.otp import OtpService
 from smsgw.queue import MessageQueue
 from smsgw.settings import Settings
 
 __all__ = [
+    "AUDIT",
     "AUTH",
     "DISPATCHER",
     "IDEMPOTENCY",
@@ -48,3 +50,4 @@ QUEUE = web.AppKey("queue", MessageQueue)
 ROUTER = web.AppKey("router", Router)
 OTP = web.AppKey("otp", OtpService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+AUDIT = web.AppKey("audit", AuditWriter)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from smsgw.api.destinations import DestinationErrors, parse_destination
 from smsgw.api.intake import decode_body
-from smsgw.api.keys import QUEUE
+from smsgw.api.keys import AUDIT, QUEUE
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response
 from smsgw.api.schemas import MessageBatchBody, MessageBody
@@ -37,6 +37,7 @@ async def send_message(request: web.Request, client: str, body: bytes) -> web.Re
         await request.app[QUEUE].put(message)
     except QueueFull as exc:
         raise queue_full_problem(exc) from exc
+    request.app[AUDIT].accepted(message.id, message.created_at, **message.audit_details())
     return json_response({"id": message.id, "status": "queued"}, status=202)
 
 
@@ -53,4 +54,7 @@ async def send_batch(request: web.Request, client: str, body: bytes) -> web.Resp
         await request.app[QUEUE].put_many(messages)
     except QueueFull as exc:
         raise queue_full_problem(exc) from exc
+    audit = request.app[AUDIT]
+    for message in messages:
+        audit.accepted(message.id, message.created_at, **message.audit_details())
     return json_response({"ids": [m.id for m in messages]}, status=202)

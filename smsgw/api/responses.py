@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-__all__ = ["json_response", "rfc3339"]
+__all__ = ["json_response", "rfc3339", "rfc3339_ms"]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -32,3 +32,9 @@ def rfc3339(epoch_s: float, *, round_up: bool = False) -> str:
     """
     second = math.ceil(epoch_s) if round_up else math.floor(epoch_s)
     return _rfc3339_second(second)
+
+
+def rfc3339_ms(epoch_s: float) -> str:
+    """Millisecond precision, for event times: an audit trail must show their order."""
+    stamp = datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")

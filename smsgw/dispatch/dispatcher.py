@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import structlog
 
+from smsgw.audit import AuditRecorder
 from smsgw.dispatch.backoff import backoff_delay
 from smsgw.dispatch.router import Router
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
@@ -49,11 +51,13 @@ class Dispatcher:
         router: Router,
         limiter: ProviderLimiter,
         settings: DispatchSettings,
+        audit: AuditRecorder,
     ) -> None:
         self._queue = queue
         self._router = router
         self._limiter = limiter
         self._settings = settings
+        self._audit = audit
         self._workers: list[asyncio.Task[None]] = []
         self.stats = DispatchStats()
 
@@ -110,7 +114,8 @@ class Dispatcher:
             return
         provider = self._router.pick(message.country, avoid=message.failed_providers)
         if provider is None:
-            await self._fail(message, "no provider serves this destination")
+            # Routing changed since the API accepted it: a policy refusal, not a failure.
+            await self._fail(message, "no provider serves this destination", kind="rejected")
             return
         await self._acquire_slot(provider.name)
         # Waiting for the limiter may have outlived the message.
@@ -123,6 +128,9 @@ class Dispatcher:
             await self._queue.ack(message)
             return
         remaining = message.remaining_s(time.time())
+        self._audit.record(
+            message.id, "sending", provider=provider.name, attempt=message.attempts + 1
+        )
         sms = OutgoingSms(
             message_id=message.id,
             to=message.to,
@@ -142,6 +150,13 @@ class Dispatcher:
             await self._queue.mark_sent(message)
             message.attempts += 1
             self.stats.sent += 1
+            self._audit.record(
+                message.id,
+                "sent",
+                provider=provider.name,
+                attempt=message.attempts,
+                provider_message_id=receipt.provider_message_id,
+            )
             _log.debug(
                 "sent",
                 message_id=message.id,
@@ -159,10 +174,13 @@ class Dispatcher:
             # The event loop ran late: sending now would bunch with the next slots.
             self.stats.late_slots += 1
 
-    async def _expire(self, message: Message) -> None:
+    async def _expire(
+        self, message: Message, reason: str = "validity ran out before sending"
+    ) -> None:
         # An OTP that outlived its validity is worthless and confusing: drop it, never send late.
         self.stats.expired += 1
         _log.info("expired", message_id=message.id, attempts=message.attempts)
+        self._audit.record(message.id, "expired", reason=reason)
         await self._queue.ack(message)
 
     async def _on_throttled(
@@ -170,6 +188,9 @@ class Dispatcher:
     ) -> None:
         # Not the message's fault: pause the provider for everyone, keep the attempt count.
         self.stats.throttled += 1
+        self._audit.record(
+            message.id, "retry", provider=provider.name, reason=f"throttled: {exc.detail}"
+        )
         await self._limiter.pause(provider.name, exc.retry_after_s)
         await self._queue.retry_later(message, exc.retry_after_s)
 
@@ -186,7 +207,7 @@ class Dispatcher:
         if message.attempts >= self._settings.max_attempts:
             await self._fail(message, f"gave up after {message.attempts} attempts: {exc.detail}")
         elif remaining is not None and delay >= remaining:
-            await self._expire(message)
+            await self._expire(message, f"no time left to retry after: {exc.detail}")
         else:
             self.stats.retried += 1
             if exc.ambiguous:
@@ -200,17 +221,32 @@ class Dispatcher:
                 ambiguous=exc.ambiguous,
                 delay_s=round(delay, 3),
             )
+            self._audit.record(
+                message.id,
+                "retry",
+                provider=provider.name,
+                attempt=message.attempts,
+                reason=exc.detail,
+                possible_duplicate=exc.ambiguous,
+            )
             await self._queue.retry_later(message, delay)
 
-    async def _fail(self, message: Message, reason: str, provider: str | None = None) -> None:
+    async def _fail(
+        self,
+        message: Message,
+        reason: str,
+        provider: str | None = None,
+        kind: Literal["failed", "rejected"] = "failed",
+    ) -> None:
         self.stats.failed += 1
         _log.warning(
-            "failed",
+            kind,
             message_id=message.id,
             provider=provider,
             reason=reason,
             attempts=message.attempts,
         )
+        self._audit.record(message.id, kind, provider=provider, reason=reason)
         await self._queue.ack(message)
 
 

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from smsgw.audit import AuditRecorder
 from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
 from smsgw.otp.codes import CodeHasher, generate_code
 from smsgw.otp.store import OtpStore, SendPolicy, Verification
@@ -42,11 +43,13 @@ class OtpService:
         store: OtpStore,
         queue: MessageQueue,
         hasher: CodeHasher,
+        audit: AuditRecorder,
     ) -> None:
         self._settings = settings
         self._store = store
         self._queue = queue
         self._hasher = hasher
+        self._audit = audit
         self._templates = Templates(settings.templates)
         self._policy = SendPolicy(
             max_sends=settings.max_sends,
@@ -107,6 +110,7 @@ class OtpService:
                 await self._store.save(replaced)
             await self._store.release_send(phone.e164, now)
             raise
+        self._audit.accepted(message.id, message.created_at, **message.audit_details())
         return StartedVerification(
             id=verification_id,
             phone=phone.e164,

@@ -45,6 +45,17 @@ class Message:
         """Seconds of validity left, or None for messages that never expire."""
         return None if self.expires_at is None else self.expires_at - now
 
+    def audit_details(self) -> dict[str, object]:
+        """What the audit keeps of a message when it is accepted: never a code in clear."""
+        return {
+            "client": self.client,
+            "to": self.to,
+            "body": self.masked_body(),
+            "client_ref": self.client_ref,
+            "priority": self.priority,
+            "expires_at": self.expires_at,
+        }
+
     def masked_body(self) -> str:
         if self.code_span is None:
             return self.body

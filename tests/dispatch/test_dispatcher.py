@@ -22,7 +22,7 @@ from smsgw.providers.twilio import TwilioProvider
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message, Priority
 from smsgw.settings import DispatchSettings, TwilioProviderSettings
-from tests.helpers import CompatResponse, FakeHttp
+from tests.helpers import CompatResponse, FakeHttp, RecordedAudit
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -81,6 +81,7 @@ class Rig:
     dispatcher: Dispatcher
     fakes: dict[str, FakeTwilio]
     providers: list[TwilioProvider]
+    audit: RecordedAudit
 
     async def run(self, *messages: Message, timeout_s: float = 5.0) -> None:
         for message in messages:
@@ -137,8 +138,14 @@ async def make_rig() -> AsyncIterator[MakeRig]:
             queue = MemoryQueue(max_size=1000)
             limiter = MemoryLimiter(rates or dict.fromkeys(answers))
             router = Router(routes, rng=random.Random(0))
+            audit = RecordedAudit()
             rig = Rig(
-                queue, limiter, Dispatcher(queue, router, limiter, settings), fakes, providers
+                queue,
+                limiter,
+                Dispatcher(queue, router, limiter, settings, audit),
+                fakes,
+                providers,
+                audit,
             )
             rigs.append(rig)
             return rig
@@ -194,6 +201,11 @@ async def test_201_is_sent(make_rig: MakeRig) -> None:
     assert "ValidityPeriod" not in call.form  # not an OTP: no expiry
     assert message.attempts == 1
     assert rig.queue.depth() == 0
+    assert rig.audit.kinds(message.id) == ["sending", "sent"]
+    (_, _, sending), (_, _, sent) = rig.audit.events
+    assert sending == {"provider": "twilio", "attempt": 1}
+    assert sent["provider_message_id"].startswith("SM")
+    assert sent["attempt"] == 1
 
 
 async def test_otp_remaining_life_becomes_validity_period(make_rig: MakeRig) -> None:
@@ -213,6 +225,8 @@ async def test_permanent_error_fails_after_one_attempt(make_rig: MakeRig) -> Non
     assert rig.stats["retried"] == 0
     assert len(rig.fakes["twilio"].calls) == 1
     assert message.attempts == 1
+    assert rig.audit.kinds(message.id) == ["sending", "failed"]
+    assert rig.audit.events[-1][2]["provider"] == "twilio"
 
 
 async def test_server_error_is_retried_then_sent(make_rig: MakeRig) -> None:
@@ -226,6 +240,10 @@ async def test_server_error_is_retried_then_sent(make_rig: MakeRig) -> None:
     assert rig.stats["failed"] == 0
     assert len(rig.fakes["twilio"].calls) == 2
     assert message.attempts == 2
+    assert rig.audit.kinds(message.id) == ["sending", "retry", "sending", "sent"]
+    retry = rig.audit.events[1][2]
+    assert retry["possible_duplicate"] is True
+    assert retry["attempt"] == 1
 
 
 async def test_throttle_pauses_the_provider_and_keeps_the_attempt_count(
@@ -243,6 +261,8 @@ async def test_throttle_pauses_the_provider_and_keeps_the_attempt_count(
     assert rig.stats["retried"] == 0
     assert rig.stats["possible_duplicates"] == 0
     assert first.attempts == 1  # the throttled try did not count
+    assert rig.audit.kinds("msg_first") == ["sending", "retry", "sending", "sent"]
+    assert rig.audit.events[1][2]["reason"].startswith("throttled")
     calls = rig.fakes["twilio"].calls
     assert len(calls) == 3
     # The second message was ready at once, but the paused provider held it back too.
@@ -251,8 +271,10 @@ async def test_throttle_pauses_the_provider_and_keeps_the_attempt_count(
 
 async def test_expired_otp_is_dropped_without_any_http_call(make_rig: MakeRig) -> None:
     rig = await make_rig({"twilio": [OK]})
-    await rig.run(sms("Your code is 123456", expires_in=-1))
+    message = sms("Your code is 123456", expires_in=-1)
+    await rig.run(message)
 
+    assert rig.audit.kinds(message.id) == ["expired"]
     assert rig.stats["expired"] == 1
     assert rig.stats["sent"] == 0
     assert rig.stats["failed"] == 0
@@ -358,10 +380,12 @@ async def test_retry_fails_over_to_another_provider(make_rig: MakeRig) -> None:
 
 async def test_no_provider_for_the_country_fails_without_sending(make_rig: MakeRig) -> None:
     rig = await make_rig({"twilio": [OK]}, countries={"twilio": ("US",)})
-    await rig.run(sms(country="FR"))
+    message = sms(country="FR")
+    await rig.run(message)
 
     assert rig.stats["failed"] == 1
     assert rig.fakes["twilio"].calls == []
+    assert rig.audit.kinds(message.id) == ["rejected"]
 
 
 async def test_high_priority_is_dispatched_first(make_rig: MakeRig) -> None:

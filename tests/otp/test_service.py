@@ -17,7 +17,7 @@ from smsgw.phone import PhoneNumber
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message
 from smsgw.settings import OtpSettings
-from tests.helpers import OTP_SECRET
+from tests.helpers import OTP_SECRET, RecordedAudit
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,7 +32,7 @@ def make_service(
     queue = MemoryQueue(max_size=queue_size)
     store = MemoryOtpStore()
     hasher = CodeHasher(OTP_SECRET.encode())
-    return OtpService(settings, store, queue, hasher), queue, store
+    return OtpService(settings, store, queue, hasher, RecordedAudit()), queue, store
 
 
 def code_of(message: Message) -> str:

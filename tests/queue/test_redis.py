@@ -30,6 +30,7 @@ from smsgw.queue.message import Message, Priority
 from smsgw.queue.redis import QueueUnavailable, RedisQueue
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_GROUP, RedisKeys
 from smsgw.settings import DispatchSettings, QueueSettings, TwilioProviderSettings
+from tests.helpers import RecordedAudit
 from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -619,6 +620,7 @@ async def _consume(
         Router([Route(provider, 1.0, frozenset())]),
         limiter,
         DispatchSettings(concurrency=8),
+        RecordedAudit(),
     )
     dispatcher.start()
     try:

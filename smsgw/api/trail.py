@@ -1,0 +1,204 @@
+"""GET /v1/messages/{id} and GET /v1/messages?to=...: the audit trail, as a client sees it.
+
+A client sees only the messages it sent; anyone else's id is 404, like an unknown one.
+Events still in the writer's buffer are shown too, so a message can be looked up the moment
+its POST answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from smsgw.api.intake import authorized_client
+from smsgw.api.keys import AUDIT
+from smsgw.api.problems import Problem
+from smsgw.api.responses import json_response, rfc3339_ms
+from smsgw.audit import AuditEvent, AuditWriter, MessageSummary, summarize
+from smsgw.errors import AuditUnavailable
+from smsgw.phone import InvalidPhoneNumber, parse_phone
+
+__all__ = ["list_messages", "show_message"]
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+# Message lookups in flight at once while building one page.
+_PAGE_CONCURRENCY = 16
+_LIST_PARAMS = frozenset({"to", "since", "until", "limit", "cursor"})
+# Event fields shown as they are; the rest (message details) appear once, at the top.
+_EVENT_FIELDS = ("provider", "attempt", "provider_message_id", "reason", "replica")
+
+
+async def show_message(request: web.Request) -> web.Response:
+    client = await authorized_client(request)
+    message_id = request.match_info["message_id"]
+    summary = await _summary(request.app[AUDIT], message_id, client)
+    if summary is None:
+        raise Problem(
+            404, "message-not-found", "Message not found", "no message with this id was sent"
+        )
+    body = _summary_json(summary)
+    body["events"] = [_event_json(event) for event in summary.events]
+    return json_response(body)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    client = await authorized_client(request)
+    query = _ListQuery.parse(request)
+    writer = request.app[AUDIT]
+    try:
+        page = await writer.store.recipient_messages(
+            client=client,
+            to=query.to,
+            since=query.since,
+            until=query.until,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+    except ValueError as exc:
+        raise _bad_param("cursor", "not a cursor from this listing") from exc
+    except AuditUnavailable as exc:
+        raise _audit_unavailable() from exc
+    gate = asyncio.Semaphore(_PAGE_CONCURRENCY)
+
+    async def one(message_id: str) -> MessageSummary | None:
+        async with gate:
+            return await _summary(writer, message_id, client)
+
+    summaries = await asyncio.gather(*(one(message_id) for message_id in page.message_ids))
+    return json_response(
+        {
+            "messages": [_summary_json(s) for s in summaries if s is not None],
+            "next_cursor": None if page.cursor is None else _encode_cursor(page.cursor),
+        }
+    )
+
+
+async def _summary(writer: AuditWriter, message_id: str, client: str) -> MessageSummary | None:
+    try:
+        stored = await writer.store.events(message_id)
+    except AuditUnavailable as exc:
+        raise _audit_unavailable() from exc
+    keys = {event.key for event in stored}
+    events = stored + [e for e in writer.unstored(message_id) if e.key not in keys]
+    summary = summarize(message_id, events)
+    if summary.accepted is None or summary.accepted.client != client:
+        return None  # unknown, or another client's message: the same answer
+    return summary
+
+
+def _summary_json(summary: MessageSummary) -> dict[str, Any]:
+    accepted = summary.accepted
+    assert accepted is not None  # _summary() returns only messages with their details
+    return {
+        "id": summary.id,
+        "to": accepted.to,
+        "status": summary.status,
+        "provider": summary.provider,
+        "attempts": summary.attempts,
+        "client_ref": accepted.client_ref,
+        "priority": accepted.priority,
+        "body": accepted.body,
+        "created_at": rfc3339_ms(accepted.at),
+    }
+
+
+def _event_json(event: AuditEvent) -> dict[str, Any]:
+    shown: dict[str, Any] = {"type": event.kind, "at": rfc3339_ms(event.at)}
+    for name in _EVENT_FIELDS:
+        value = getattr(event, name)
+        if value is not None:
+            shown[name] = value
+    if event.possible_duplicate:
+        shown["possible_duplicate"] = True
+    return shown
+
+
+@dataclass(frozen=True, slots=True)
+class _ListQuery:
+    to: str
+    since: float | None
+    until: float | None
+    limit: int
+    cursor: str | None
+
+    @classmethod
+    def parse(cls, request: web.Request) -> _ListQuery:
+        params = request.query
+        for name in params:
+            if name not in _LIST_PARAMS:
+                raise _bad_param(name, f"unknown parameter; use {', '.join(sorted(_LIST_PARAMS))}")
+            if len(params.getall(name)) > 1:
+                raise _bad_param(name, "give it once")
+        if "to" not in params:
+            raise _bad_param("to", "required: the recipient's number")
+        raw_to = params["to"]
+        if raw_to.startswith(" "):
+            # An unencoded "+" in a query string arrives as a space: read it as the "+".
+            raw_to = "+" + raw_to[1:]
+        try:
+            to = parse_phone(raw_to).e164
+        except InvalidPhoneNumber as exc:
+            raise _bad_param("to", str(exc)) from exc
+        since, until = _time_param(params, "since"), _time_param(params, "until")
+        if since is not None and until is not None and since > until:
+            raise _bad_param("since", "must not be after until")
+        limit = DEFAULT_PAGE
+        if "limit" in params:
+            raw = params["limit"]
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+                raise _bad_param("limit", f"an integer from 1 to {MAX_PAGE}")
+            limit = int(raw)
+        cursor = None
+        if "cursor" in params:
+            cursor = _decode_cursor(params["cursor"])
+        return cls(to, since, until, limit, cursor)
+
+
+def _time_param(params: Any, name: str) -> float | None:
+    if name not in params:
+        return None
+    try:
+        stamp = datetime.fromisoformat(params[name])
+    except ValueError as exc:
+        raise _bad_param(name, "an RFC 3339 time, e.g. 2026-11-28T12:00:00Z") from exc
+    if stamp.tzinfo is None:
+        raise _bad_param(name, "give a time zone offset or Z")
+    return stamp.timestamp()
+
+
+def _encode_cursor(cursor: str) -> str:
+    return base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _bad_param("cursor", "not a cursor from this listing") from exc
+
+
+def _bad_param(name: str, detail: str) -> Problem:
+    return Problem(
+        400,
+        "invalid-query",
+        "Invalid query parameter",
+        f"{name}: {detail}",
+        errors=[{"pointer": f"?{name}", "detail": detail}],
+    )
+
+
+def _audit_unavailable() -> Problem:
+    return Problem(
+        503,
+        "audit-unavailable",
+        "Audit store unavailable",
+        "the audit store cannot be read right now; retry later",
+        headers={"Retry-After": "5"},
+    )
