@@ -139,7 +139,7 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
             if "*" in provider_settings.countries:
                 countries = frozenset()
             routes.append(Route(provider, provider_settings.weight, countries))
-        app[ROUTER] = Router(routes)
+        app[ROUTER] = Router(routes, breaker=settings.breaker)
         yield
     finally:
         for route in routes:

@@ -28,6 +28,7 @@ __all__ = [
     "AirtelProviderSettings",
     "AuditSettings",
     "Backend",
+    "BreakerSettings",
     "ClientSettings",
     "ConsoleProviderSettings",
     "DispatchSettings",
@@ -208,6 +209,31 @@ class DispatchSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("backoff_base_s", "must be > 0 and <= backoff_max_s")
 
 
+class BreakerSettings(_Section, frozen=True, kw_only=True):
+    """A circuit breaker per provider (in each replica): opened, it gets no traffic."""
+
+    # Opens after this many failed sends in a row ...
+    failure_threshold: int = 10
+    # ... or when more than this share of sends failed within window_s, once min_calls
+    # were made there (GOV.UK Notify's habit: more than 50 errors in 60 s).
+    error_rate: float = 0.5
+    window_s: float = 60.0
+    min_calls: int = 50
+    # Closed to traffic this long, then one probe message decides.
+    cooldown_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for key in ("failure_threshold", "min_calls"):
+            if getattr(self, key) < 1:
+                raise _invalid(key, "must be >= 1")
+        if not 0 < self.error_rate <= 1:
+            raise _invalid("error_rate", "must be in (0, 1]")
+        if self.window_s <= 0:
+            raise _invalid("window_s", "must be > 0")
+        if self.cooldown_s < 0:
+            raise _invalid("cooldown_s", "must be >= 0")
+
+
 class ClientSettings(_Section, frozen=True, kw_only=True):
     name: str
     # Either the key itself (normally as "env:NAME") or the hex SHA-256 of it.
@@ -354,6 +380,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     limiter: LimiterSettings = LimiterSettings()
     audit: AuditSettings = AuditSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    breaker: BreakerSettings = BreakerSettings()
     clients: tuple[ClientSettings, ...] = ()
     providers: tuple[ProviderSettings, ...] = ()
 

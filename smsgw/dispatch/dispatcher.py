@@ -11,7 +11,7 @@ import structlog
 
 from smsgw.audit import AuditRecorder
 from smsgw.dispatch.backoff import backoff_delay
-from smsgw.dispatch.router import Router
+from smsgw.dispatch.router import Router, Verdict
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
 from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
 from smsgw.providers.base import OutgoingSms, Provider
@@ -22,6 +22,10 @@ from smsgw.settings import DispatchSettings
 __all__ = ["DispatchStats", "Dispatcher"]
 
 _log = structlog.get_logger("smsgw.dispatch")
+
+# How long a message waits when every provider for it has an open circuit (a probe may
+# close one meanwhile).
+OPEN_CIRCUIT_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -39,6 +43,8 @@ class DispatchStats:
     late_slots: int = 0
     # Redelivered copies (a replica died mid-send) found already sent and not sent again.
     duplicates_skipped: int = 0
+    # Messages put back because every provider serving them had an open circuit.
+    circuit_waits: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -114,19 +120,28 @@ class Dispatcher:
             return
         provider = self._router.pick(message.country, avoid=message.failed_providers)
         if provider is None:
-            # Routing changed since the API accepted it: a policy refusal, not a failure.
-            await self._fail(message, "no provider serves this destination", kind="rejected")
+            await self._no_provider(message)
             return
+        verdict: Verdict = "none"
+        try:
+            verdict = await self._deliver_through(message, provider)
+        finally:
+            # Also on cancellation or a bug: a half-open probe must be given back.
+            self._router.report(provider.name, verdict)
+
+    async def _deliver_through(self, message: Message, provider: Provider) -> Verdict:
+        """Send through `provider` (its circuit let the call through); what it showed of the
+        provider's health."""
         await self._acquire_slot(provider.name)
         # Waiting for the limiter may have outlived the message.
         if _is_expired(message):
             await self._expire(message)
-            return
+            return "none"
         if await self._queue.was_sent(message):
             # A redelivered copy of a message another replica already sent: never twice.
             self.stats.duplicates_skipped += 1
             await self._queue.ack(message)
-            return
+            return "none"
         remaining = message.remaining_s(time.time())
         self._audit.record(
             message.id, "sending", provider=provider.name, attempt=message.attempts + 1
@@ -141,30 +156,50 @@ class Dispatcher:
             receipt = await provider.send(sms)
         except ThrottledError as exc:
             await self._on_throttled(message, provider, exc)
+            return "none"  # healthy, only busy: never opens the circuit
         except RetryableProviderError as exc:
             await self._on_retryable(message, provider, exc)
+            return "failed"
         except PermanentProviderError as exc:
+            # The provider works; it refuses this message (invalid number, blocked, ...).
             message.attempts += 1
             await self._fail(message, exc.detail, provider=provider.name)
-        else:
-            await self._queue.mark_sent(message)
-            message.attempts += 1
-            self.stats.sent += 1
-            self._audit.record(
-                message.id,
-                "sent",
-                provider=provider.name,
-                attempt=message.attempts,
-                provider_message_id=receipt.provider_message_id,
-            )
-            _log.debug(
-                "sent",
-                message_id=message.id,
-                provider=provider.name,
-                provider_message_id=receipt.provider_message_id,
-                attempts=message.attempts,
-            )
-            await self._queue.ack(message)
+            return "ok"
+        await self._queue.mark_sent(message)
+        message.attempts += 1
+        self.stats.sent += 1
+        self._audit.record(
+            message.id,
+            "sent",
+            provider=provider.name,
+            attempt=message.attempts,
+            provider_message_id=receipt.provider_message_id,
+        )
+        _log.debug(
+            "sent",
+            message_id=message.id,
+            provider=provider.name,
+            provider_message_id=receipt.provider_message_id,
+            attempts=message.attempts,
+        )
+        await self._queue.ack(message)
+        return "ok"
+
+    async def _no_provider(self, message: Message) -> None:
+        if not self._router.serves(message.country):
+            # Routing changed since the API accepted it: a policy refusal, not a failure.
+            await self._fail(message, "no provider serves this destination", kind="rejected")
+            return
+        # Every provider for it has an open circuit: wait for a probe to close one. Not
+        # an attempt; an OTP that cannot wait expires as usual.
+        delay = OPEN_CIRCUIT_RETRY_S
+        remaining = message.remaining_s(time.time())
+        if remaining is not None and delay >= remaining:
+            await self._expire(message, "every provider for it was unavailable")
+            return
+        self.stats.circuit_waits += 1
+        self._audit.record(message.id, "retry", reason="every provider's circuit is open")
+        await self._queue.retry_later(message, delay)
 
     async def _acquire_slot(self, provider: str) -> None:
         while True:

@@ -1,14 +1,28 @@
-"""Choose a provider for a destination: weighted random among those serving its country."""
+"""Choose a provider for a destination: weighted random among the healthy ones serving its
+country, each behind its own circuit breaker."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
+import structlog
+
+from smsgw.dispatch.breaker import CircuitBreaker, Transition
 from smsgw.providers.base import Provider
+from smsgw.settings import BreakerSettings
 
-__all__ = ["Route", "Router"]
+__all__ = ["Route", "Router", "Verdict"]
+
+_log = structlog.get_logger("smsgw.dispatch")
+
+# What a send said about the provider's health: "none" for answers that say nothing
+# (throttled, or the message was dropped before the call).
+Verdict = Literal["ok", "failed", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,18 +30,33 @@ class Route:
     provider: Provider
     weight: float
     countries: frozenset[str]  # ISO codes; empty means every country
+    breaker: CircuitBreaker | None = field(default=None, compare=False)
 
     def serves(self, country: str) -> bool:
         return not self.countries or country in self.countries
 
 
 class Router:
-    def __init__(self, routes: Sequence[Route], rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        rng: random.Random | None = None,
+        breaker: BreakerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not routes:
             raise ValueError("at least one provider route is needed")
+        if breaker is not None:
+            routes = [
+                Route(r.provider, r.weight, r.countries, self._breaker(r.provider, breaker, clock))
+                for r in routes
+            ]
         self._routes = tuple(routes)
+        self._by_name = {route.provider.name: route for route in self._routes}
         self._rng = rng or random.Random()
         self._by_country: dict[str, tuple[Route, ...]] = {}
+        # (provider, new state) -> how often; for health output and metrics.
+        self.transitions: Counter[tuple[str, str]] = Counter()
 
     @property
     def providers(self) -> tuple[Provider, ...]:
@@ -36,22 +65,46 @@ class Router:
     def serves(self, country: str) -> bool:
         return bool(self._candidates(country))
 
+    def breaker_states(self) -> dict[str, str]:
+        return {
+            name: route.breaker.state if route.breaker is not None else "closed"
+            for name, route in self._by_name.items()
+        }
+
     def pick(self, country: str, avoid: Collection[str] = ()) -> Provider | None:
-        """A provider for `country`, preferring ones not in `avoid` (those that failed it).
+        """A provider for `country` whose circuit lets a call through now, preferring ones
+        not in `avoid` (those that failed this message); None if none can take it now.
 
         Falls back to an avoided provider when nothing else serves the country: a second try
-        at the same provider beats giving up on the message.
+        at the same provider beats giving up on the message. The caller must report() the
+        call's verdict: in half-open state the pick is the provider's one probe.
         """
-        candidates = self._candidates(country)
+        candidates = tuple(r for r in self._candidates(country) if _may_call(r))
         if avoid:
             fresh = tuple(route for route in candidates if route.provider.name not in avoid)
             candidates = fresh or candidates
-        if not candidates:
-            return None
-        if len(candidates) == 1:
-            return candidates[0].provider
-        chosen = self._rng.choices(candidates, weights=[r.weight for r in candidates])[0]
-        return chosen.provider
+        while candidates:
+            if len(candidates) == 1:
+                chosen = candidates[0]
+            else:
+                weights = [r.weight for r in candidates]
+                chosen = self._rng.choices(candidates, weights=weights)[0]
+            if chosen.breaker is None or chosen.breaker.allow():
+                return chosen.provider
+            # Its probe went to another message meanwhile: choose among the rest.
+            candidates = tuple(r for r in candidates if r is not chosen)
+        return None
+
+    def report(self, provider: str, verdict: Verdict) -> None:
+        breaker = self._by_name[provider].breaker
+        if breaker is None:
+            return
+        if verdict == "ok":
+            breaker.record_success()
+        elif verdict == "failed":
+            breaker.record_failure()
+        else:
+            breaker.release()
 
     def _candidates(self, country: str) -> tuple[Route, ...]:
         cached = self._by_country.get(country)
@@ -59,3 +112,33 @@ class Router:
             cached = tuple(route for route in self._routes if route.serves(country))
             self._by_country[country] = cached
         return cached
+
+    def _breaker(
+        self, provider: Provider, settings: BreakerSettings, clock: Callable[[], float]
+    ) -> CircuitBreaker:
+        name = provider.name
+
+        def on_transition(transition: Transition) -> None:
+            self.transitions[(name, transition.new)] += 1
+            log = _log.warning if transition.new == "open" else _log.info
+            log(
+                "circuit_breaker",
+                provider=name,
+                old=transition.old,
+                new=transition.new,
+                reason=transition.reason,
+            )
+
+        return CircuitBreaker(
+            settings.failure_threshold,
+            settings.error_rate,
+            settings.window_s,
+            settings.min_calls,
+            settings.cooldown_s,
+            clock,
+            on_transition=on_transition,
+        )
+
+
+def _may_call(route: Route) -> bool:
+    return route.breaker is None or route.breaker.would_allow()

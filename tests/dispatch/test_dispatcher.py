@@ -21,7 +21,7 @@ from smsgw.limiter.memory import MemoryLimiter
 from smsgw.providers.twilio import TwilioProvider
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message, Priority
-from smsgw.settings import DispatchSettings, TwilioProviderSettings
+from smsgw.settings import BreakerSettings, DispatchSettings, TwilioProviderSettings
 from tests.helpers import CompatResponse, FakeHttp, RecordedAudit
 
 pytestmark = pytest.mark.timeout(30)
@@ -109,6 +109,7 @@ async def make_rig() -> AsyncIterator[MakeRig]:
             rates: dict[str, float | None] | None = None,
             weights: dict[str, float] | None = None,
             countries: dict[str, tuple[str, ...]] | None = None,
+            breaker: BreakerSettings | None = None,
         ) -> Rig:
             fakes: dict[str, FakeTwilio] = {}
             providers: list[TwilioProvider] = []
@@ -137,7 +138,7 @@ async def make_rig() -> AsyncIterator[MakeRig]:
                 )
             queue = MemoryQueue(max_size=1000)
             limiter = MemoryLimiter(rates or dict.fromkeys(answers))
-            router = Router(routes, rng=random.Random(0))
+            router = Router(routes, rng=random.Random(0), breaker=breaker)
             audit = RecordedAudit()
             rig = Rig(
                 queue,
@@ -194,6 +195,7 @@ async def test_201_is_sent(make_rig: MakeRig) -> None:
         "possible_duplicates": 0,
         "late_slots": 0,
         "duplicates_skipped": 0,
+        "circuit_waits": 0,
     }
     [call] = rig.fakes["twilio"].calls
     assert call.form["To"] == "+14155550100"
@@ -404,3 +406,44 @@ async def test_many_messages_all_get_an_outcome(make_rig: MakeRig) -> None:
     assert rig.stats["sent"] == 200
     bodies = sorted(call.form["Body"] for call in rig.fakes["twilio"].calls)
     assert bodies == sorted(f"m{i}" for i in range(200))
+
+
+async def test_an_open_circuit_takes_a_failing_provider_out_of_routing(
+    make_rig: MakeRig,
+) -> None:
+    # "primary" always answers 500; after 3 failures in a row its circuit opens and every
+    # later message goes to "backup" without trying "primary" first.
+    rig = await make_rig(
+        {"primary": [SERVER_ERROR], "backup": [OK]},
+        weights={"primary": 1000, "backup": 1},
+        breaker=BreakerSettings(failure_threshold=3, cooldown_s=60.0),
+        settings=DispatchSettings(concurrency=1, backoff_base_s=0.01, backoff_max_s=0.02),
+    )
+    await rig.run(*(sms(id=f"msg_{n}") for n in range(20)))
+
+    assert len(rig.fakes["primary"].calls) == 3
+    assert len(rig.fakes["backup"].calls) == 20
+    assert rig.stats["sent"] == 20
+    assert rig.dispatcher._router.breaker_states() == {"primary": "open", "backup": "closed"}
+
+
+async def test_when_every_circuit_is_open_messages_wait_instead_of_failing(
+    make_rig: MakeRig,
+) -> None:
+    rig = await make_rig(
+        {"only": [SERVER_ERROR]},
+        breaker=BreakerSettings(failure_threshold=1, cooldown_s=60.0),
+        settings=DispatchSettings(
+            concurrency=1, max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.02
+        ),
+    )
+    otp = sms(id="msg_otp", expires_in=1.8)
+    await rig.run(otp, timeout_s=4.0)
+
+    assert len(rig.fakes["only"].calls) == 1  # the circuit opened at the first failure
+    assert rig.stats["circuit_waits"] >= 1
+    reasons = [d.get("reason") for mid, kind, d in rig.audit.events if kind == "retry"]
+    assert "every provider's circuit is open" in reasons
+    assert rig.stats["expired"] == 1
+    assert rig.stats["failed"] == 0
+    assert rig.audit.kinds("msg_otp")[-1] == "expired"

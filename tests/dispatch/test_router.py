@@ -9,7 +9,7 @@ import pytest
 
 from smsgw.dispatch.router import Route, Router
 from smsgw.providers.console import ConsoleProvider
-from smsgw.settings import ConsoleProviderSettings
+from smsgw.settings import BreakerSettings, ConsoleProviderSettings
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,3 +109,49 @@ def test_providers_lists_every_route_in_order() -> None:
 def test_at_least_one_route_is_needed() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Router([])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_open_circuit_is_skipped_then_probed_once_after_the_cooldown() -> None:
+    clock = Clock()
+    settings = BreakerSettings(failure_threshold=2, cooldown_s=30.0)
+    router = Router(
+        [route("a", 1000), route("b", 1)], rng=random.Random(3), breaker=settings, clock=clock
+    )
+    router.report("a", "failed")
+    router.report("a", "failed")
+    assert router.breaker_states()["a"] == "open"
+    assert picks(router, "US", 200) == Counter({"b": 200})
+    assert router.transitions[("a", "open")] == 1
+
+    clock.now += 30.0
+    probe = router.pick("US")
+    assert probe is not None
+    assert probe.name == "a"  # weight 1000: the probe goes to a
+    assert router.breaker_states()["a"] == "half_open"
+    # While the probe is out, everything else goes to b.
+    assert picks(router, "US", 50) == Counter({"b": 50})
+    router.report("a", "ok")
+    assert router.breaker_states()["a"] == "closed"
+    assert picks(router, "US", 200)["a"] > 150
+
+
+def test_a_throttled_probe_gives_the_probe_back() -> None:
+    clock = Clock()
+    router = Router(
+        [route("a")], breaker=BreakerSettings(failure_threshold=1, cooldown_s=5.0), clock=clock
+    )
+    router.report("a", "failed")
+    assert router.pick("US") is None  # open, and nothing else serves US
+    clock.now += 5.0
+    assert router.pick("US") is not None  # the probe
+    assert router.pick("US") is None  # one probe at a time
+    router.report("a", "none")  # throttled: no verdict
+    assert router.pick("US") is not None  # another message may probe
