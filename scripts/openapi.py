@@ -104,6 +104,36 @@ def _audit_get(summary: str, schema: dict[str, Any], parameters: list[Any], **er
     }
 
 
+def _webhook() -> Any:
+    responses = {
+        "204": {"description": "Recorded, or a repeat or an intermediate status (no change)"},
+        "400": _problem("The receipt names no message of ours, or its body is malformed"),
+        "403": _problem("Twilio: X-Twilio-Signature does not match"),
+        "404": _problem("No twilio/vonage provider by this name, or server.public_url unset"),
+    }
+    provider = {"name": "provider", "in": "path", "required": True, "schema": _STR}
+    operation = {
+        "security": [],
+        "parameters": [provider],
+        "responses": responses,
+    }
+    form = {"type": "object", "additionalProperties": {"type": "string"}}
+    return {
+        "post": {
+            **operation,
+            "summary": "Delivery receipt from a provider (Twilio status callback, Vonage DLR)",
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/x-www-form-urlencoded": {"schema": form},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            },
+        },
+        "get": {**operation, "summary": "Delivery receipt from Vonage (GET callbacks)"},
+    }
+
+
 def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     return {
         "type": "object",
@@ -264,6 +294,7 @@ def build() -> dict[str, Any]:
             "202",
             _object({"ids": {"type": "array", "items": _STR}}),
         ),
+        "/v1/webhooks/{provider}": _webhook(),
         "/healthz": _get("Liveness", _object({"status": {"const": "ok"}})),
         "/readyz": _get(
             "Readiness",

@@ -29,12 +29,14 @@ from smsgw.api.keys import (
     OTP,
     QUEUE,
     QUOTAS,
+    RECEIPTS,
     REDIS,
     ROUTER,
     SETTINGS,
     STATE,
 )
 from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
+from smsgw.api.receipts import MemorySeenReceipts, RedisSeenReceipts, SeenReceipts
 from smsgw.audit import AuditStore, AuditWriter, Spool, default_replica_name, open_store
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter, ProviderLimiter
@@ -133,7 +135,7 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
     routes: list[Route] = []
     try:
         for provider_settings in settings.active_providers:
-            provider = build_provider(provider_settings)
+            provider = build_provider(provider_settings, settings.server.public_url)
             await provider.start()
             countries = frozenset(provider_settings.countries) - {"*"}
             if "*" in provider_settings.countries:
@@ -184,21 +186,25 @@ async def _queue(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _otp(app: web.Application) -> AsyncIterator[None]:
-    """OTP state, idempotency keys and quota counters: in Redis when shared, else here."""
+    """OTP state, idempotency keys, quota counters and seen receipts: in Redis when shared,
+    else here."""
     settings = app[SETTINGS]
     store: OtpStore
     idempotency: IdempotencyBackend
     quota_counter: QuotaCounter
+    receipts: SeenReceipts
     sweeper: asyncio.Task[None] | None = None
     if settings.uses_redis(settings.otp.store):
         redis, keys = app[REDIS], _redis_keys(settings)
         store = RedisOtpStore(redis, keys)
         idempotency = RedisIdempotencyBackend(redis, keys)
         quota_counter = RedisQuotaCounter(redis, keys)
+        receipts = RedisSeenReceipts(redis, keys)
     else:
         store = memory_store = MemoryOtpStore()
         idempotency = MemoryIdempotencyBackend()
         quota_counter = MemoryQuotaCounter()
+        receipts = MemorySeenReceipts()
 
         async def sweep() -> None:
             while True:
@@ -211,6 +217,7 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
     )
     app[IDEMPOTENCY] = Idempotency(idempotency)
     app[QUOTAS] = Quotas(settings.clients, quota_counter)
+    app[RECEIPTS] = receipts
     yield
     if sweeper is not None:
         sweeper.cancel()

@@ -15,6 +15,7 @@ __all__ = [
     "LIMITER_IDLE_TTL_S",
     "QUEUE_CONSUMER_IDLE_TTL_S",
     "QUEUE_GROUP",
+    "RECEIPT_TTL_S",
     "RedisKeys",
 ]
 
@@ -23,6 +24,8 @@ LIMITER_IDLE_TTL_S = 60
 # "Already sent" markers outlive any visibility timeout and retry schedule by far.
 DEDUPE_TTL_S = 24 * 3600
 IDEMPOTENCY_TTL_S = 24 * 3600
+# Providers retry a receipt for hours at most (Twilio: a few times within minutes).
+RECEIPT_TTL_S = 3 * 24 * 3600
 # The one consumer group every replica's dispatcher reads the queue streams with.
 QUEUE_GROUP = "dispatch"
 # A queue consumer (one per replica run) that holds nothing and was silent this long is
@@ -61,6 +64,9 @@ class RedisKeys:
 
     def idempotency(self, client: str, key: str) -> str:
         return f"{self.prefix}idem:{client}:{key}"
+
+    def receipt(self, message_id: str, status: str) -> str:
+        return f"{self.prefix}receipt:{message_id}:{status}"
 
     @property
     def quota_prefix(self) -> str:

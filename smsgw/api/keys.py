@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from smsgw.api.auth import ClientAuth
 from smsgw.api.idempotency import Idempotency
 from smsgw.api.quotas import Quotas
+from smsgw.api.receipts import SeenReceipts
 from smsgw.audit import AuditWriter
 from smsgw.dispatch import Dispatcher, Router
 from smsgw.otp import OtpService
@@ -24,6 +25,7 @@ __all__ = [
     "OTP",
     "QUEUE",
     "QUOTAS",
+    "RECEIPTS",
     "REDIS",
     "ROUTER",
     "SETTINGS",
@@ -51,3 +53,4 @@ ROUTER = web.AppKey("router", Router)
 OTP = web.AppKey("otp", OtpService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AUDIT = web.AppKey("audit", AuditWriter)
+RECEIPTS = web.AppKey("receipts", SeenReceipts)

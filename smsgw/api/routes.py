@@ -9,6 +9,7 @@ from smsgw.api.intake import json_endpoint
 from smsgw.api.messages import send_batch, send_message
 from smsgw.api.otp import start_verification, verify_code
 from smsgw.api.trail import list_messages, show_message
+from smsgw.api.webhooks import receive_receipt
 
 __all__ = ["MAX_BATCH_BODY", "add_routes"]
 
@@ -23,6 +24,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages/batch", json_endpoint(send_batch, max_body=MAX_BATCH_BODY))
     app.router.add_get("/v1/messages", list_messages, allow_head=False)
     app.router.add_get("/v1/messages/{message_id}", show_message, allow_head=False)
+    # Vonage sends receipts by GET or POST, as its account is configured.
+    app.router.add_post("/v1/webhooks/{provider}", receive_receipt)
+    app.router.add_get("/v1/webhooks/{provider}", receive_receipt, allow_head=False)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)

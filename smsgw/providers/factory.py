@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from smsgw.providers.airtel import AirtelProvider
 from smsgw.providers.base import Provider
 from smsgw.providers.console import ConsoleProvider
@@ -15,15 +17,22 @@ from smsgw.settings import (
     VonageProviderSettings,
 )
 
-__all__ = ["build_provider"]
+__all__ = ["build_provider", "receipt_url"]
 
 
-def build_provider(settings: ProviderSettings) -> Provider:
+def receipt_url(public_url: str, provider_name: str) -> str:
+    """The webhook a provider posts delivery receipts to (routed in smsgw.api.routes)."""
+    return f"{public_url.rstrip('/')}/v1/webhooks/{quote(provider_name, safe='')}"
+
+
+def build_provider(settings: ProviderSettings, public_url: str | None = None) -> Provider:
+    """`public_url` (server.public_url): where providers reach our receipt webhooks; without
+    it no callback is requested (Vonage then uses the account's dashboard setting)."""
+    callback = None if public_url is None else receipt_url(public_url, settings.name)
     if isinstance(settings, TwilioProviderSettings):
-        return TwilioProvider(settings)
+        return TwilioProvider(settings, callback)
     if isinstance(settings, VonageProviderSettings):
-        # Delivery-receipt callbacks are not wired yet: the account's dashboard URL applies.
-        return VonageProvider(settings, callback=None)
+        return VonageProvider(settings, callback)
     if isinstance(settings, AirtelProviderSettings):
         return AirtelProvider(settings)
     if isinstance(settings, ConsoleProviderSettings):

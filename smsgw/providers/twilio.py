@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from typing import Final
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -12,7 +16,7 @@ from smsgw.providers import _http
 from smsgw.providers.base import OutgoingSms, Provider
 from smsgw.settings import TwilioProviderSettings
 
-__all__ = ["TwilioProvider"]
+__all__ = ["RECEIPT_STATUSES", "TwilioProvider", "request_signature"]
 
 # Twilio error codes that mean "this message will never go through": fail at once.
 PERMANENT_CODES: dict[int, str] = {
@@ -32,10 +36,32 @@ THROTTLE_CODES: frozenset[int] = frozenset({20429, 14107, 63017})
 _VALIDITY_MIN, _VALIDITY_MAX = 1, 36_000
 
 
+# Status callback `MessageStatus` -> our receipt status; absent ones are intermediate
+# (queued, sending, sent, accepted, scheduled, ...) and change nothing.
+RECEIPT_STATUSES: Final[dict[str, str]] = {
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+}
+
+
+def request_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """X-Twilio-Signature of a webhook request: Base64(HMAC-SHA1(auth token, the full URL,
+    then each POST parameter's name and value, sorted by name))."""
+    data = url + "".join(name + value for name, value in sorted(params))
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
 class TwilioProvider(Provider):
-    def __init__(self, settings: TwilioProviderSettings) -> None:
+    def __init__(self, settings: TwilioProviderSettings, callback: str | None = None) -> None:
+        """`callback`: our receipt webhook; each send asks Twilio to report there, with the
+        message's id in the query so a receipt finds its message whenever it arrives."""
         super().__init__(settings.name)
         self._settings = settings
+        self._callback = callback
         account = quote(settings.account_sid, safe="")
         self._url = f"{settings.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
         credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
@@ -66,6 +92,9 @@ class TwilioProvider(Provider):
 
     def _form(self, sms: OutgoingSms) -> bytes:
         fields = [("To", sms.to), ("Body", sms.body), *self._fixed_fields]
+        if self._callback is not None:
+            query = urlencode([("message_id", sms.message_id)])
+            fields.append(("StatusCallback", f"{self._callback}?{query}"))
         if sms.validity_s is not None:
             validity = min(max(sms.validity_s, _VALIDITY_MIN), _VALIDITY_MAX)
             fields.append(("ValidityPeriod", str(validity)))

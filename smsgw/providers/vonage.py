@@ -18,7 +18,7 @@ from smsgw.providers._gsm import is_gsm7
 from smsgw.providers.base import OutgoingSms, Provider
 from smsgw.settings import VonageProviderSettings
 
-__all__ = ["STATUS_OUTCOMES", "VonageProvider"]
+__all__ = ["RECEIPT_STATUSES", "STATUS_OUTCOMES", "VonageProvider"]
 
 # throttled: nothing processed, pause the provider and requeue (not a failure).
 # retryable: Vonage's own trouble; another try (here or elsewhere) may work.
@@ -50,6 +50,15 @@ STATUS_OUTCOMES: Final[dict[str, tuple[Outcome, str]]] = {
     "33": ("permanent", "number de-activated"),
 }
 SUCCESS: Final = "0"
+# Delivery receipt `status` -> our receipt status; absent ones (accepted, buffered) are
+# intermediate and change nothing.
+RECEIPT_STATUSES: Final[dict[str, str]] = {
+    "delivered": "delivered",
+    "expired": "undelivered",
+    "failed": "failed",
+    "rejected": "failed",
+    "unknown": "undelivered",
+}
 # `ttl` range the API accepts, in milliseconds.
 _TTL_MIN_MS, _TTL_MAX_MS = 20_000, 604_800_000
 # Vonage rejects a longer `callback`.

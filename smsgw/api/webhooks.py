@@ -1,0 +1,132 @@
+"""POST|GET /v1/webhooks/{provider}: delivery receipts, recorded in the audit trail.
+
+Each send names our message id in what the provider echoes back (Twilio: the StatusCallback
+URL's query; Vonage: `client-ref`), so a receipt finds its message even when it arrives
+before the replica that sent it has stored its own events: it is simply recorded under that
+id, and the trail is complete once everything is stored.
+
+Twilio receipts must carry a valid `X-Twilio-Signature` for the configured public URL (403
+otherwise). Vonage receipts are accepted for ids of our shape; those ids are 128 random bits,
+so a forger would have to know one. A receipt that repeats one already recorded (Twilio
+retries, a provider sending twice) changes nothing; intermediate statuses are ignored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from multidict import MultiDict, MultiMapping
+
+from smsgw.api.keys import AUDIT, RECEIPTS, SETTINGS
+from smsgw.api.problems import Problem
+from smsgw.providers import factory, twilio, vonage
+from smsgw.settings import TwilioProviderSettings, VonageProviderSettings
+
+__all__ = ["receive_receipt"]
+
+_MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    message_id: str
+    status: str  # delivered | undelivered | failed
+    provider_message_id: str | None
+    reason: str | None
+
+
+async def receive_receipt(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    name = request.match_info["provider"]
+    entry = next((p for p in settings.active_providers if p.name == name), None)
+    public_url = settings.server.public_url
+    if public_url is None or not isinstance(entry, TwilioProviderSettings | VonageProviderSettings):
+        raise Problem(
+            404,
+            "unknown-webhook",
+            "No such webhook",
+            "receipts are taken for configured twilio and vonage providers when "
+            "server.public_url is set",
+        )
+    if isinstance(entry, TwilioProviderSettings):
+        receipt = await _twilio_receipt(request, entry, factory.receipt_url(public_url, name))
+    else:
+        receipt = _vonage_receipt(await _vonage_params(request))
+    if receipt is None:
+        return web.Response(status=204)
+    if await request.app[RECEIPTS].first_time(receipt.message_id, receipt.status):
+        request.app[AUDIT].record(
+            receipt.message_id,
+            receipt.status,  # type: ignore[arg-type]  # one of the three receipt kinds
+            provider=name,
+            provider_message_id=receipt.provider_message_id,
+            reason=receipt.reason,
+        )
+    return web.Response(status=204)
+
+
+async def _twilio_receipt(
+    request: web.Request, entry: TwilioProviderSettings, url: str
+) -> Receipt | None:
+    form = await request.post()
+    params = [(k, v) for k, v in form.items() if isinstance(v, str)]
+    signed_url = url + (f"?{request.query_string}" if request.query_string else "")
+    expected = twilio.request_signature(entry.auth_token, signed_url, params)
+    presented = request.headers.get("X-Twilio-Signature", "")
+    if not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise Problem(403, "invalid-signature", "Invalid signature", "X-Twilio-Signature")
+    status = twilio.RECEIPT_STATUSES.get(str(form.get("MessageStatus", "")))
+    if status is None:
+        return None
+    error = _text(form.get("ErrorCode"))
+    return Receipt(
+        message_id=_message_id(request.query.get("message_id")),
+        status=status,
+        provider_message_id=_text(form.get("MessageSid")),
+        reason=f"twilio error {error}" if error else None,
+    )
+
+
+async def _vonage_params(request: web.Request) -> MultiMapping[Any]:
+    # Vonage sends GET with a query, or POST as a form or as JSON, as configured.
+    if request.method == "GET":
+        return request.query
+    if request.content_type == "application/json":
+        try:
+            data = msgspec.json.decode(await request.read(), type=dict[str, Any])
+        except msgspec.DecodeError as exc:
+            raise _bad("the body is not a JSON object") from exc
+        return MultiDict({k: str(v) for k, v in data.items() if v is not None})
+    return await request.post()
+
+
+def _vonage_receipt(params: MultiMapping[Any]) -> Receipt | None:
+    status = vonage.RECEIPT_STATUSES.get(str(params.get("status", "")))
+    if status is None:
+        return None
+    error = params.get("err-code")
+    return Receipt(
+        message_id=_message_id(params.get("client-ref")),
+        status=status,
+        provider_message_id=_text(params.get("messageId")),
+        reason=f"vonage err-code {error}" if error and error != "0" else None,
+    )
+
+
+def _message_id(value: object) -> str:
+    if not isinstance(value, str) or not _MESSAGE_ID.fullmatch(value):
+        raise _bad("the receipt names no message of ours")
+    return value
+
+
+def _text(value: object) -> str | None:
+    return value[:64] if isinstance(value, str) and value else None
+
+
+def _bad(detail: str) -> Problem:
+    return Problem(400, "invalid-receipt", "Invalid receipt", detail)
