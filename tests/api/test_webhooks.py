@@ -219,3 +219,22 @@ async def test_sends_ask_providers_to_report_to_our_webhook() -> None:
     assert twilio_form["StatusCallback"] == [f"{PUBLIC}/v1/webhooks/twilio?message_id={sms_id}"]
     assert vonage_form["callback"] == [f"{PUBLIC}/v1/webhooks/vonage"]
     assert vonage_form["client-ref"] == [sms_id]
+
+
+async def test_a_tampered_twilio_receipt_is_403(twilio_client: Client) -> None:
+    message_id = await sent_message(twilio_client)
+    path = f"/v1/webhooks/twilio?message_id={message_id}"
+    signed = {"MessageSid": "SM" + "2" * 32, "MessageStatus": "failed", "ErrorCode": "30007"}
+    signature = RequestValidator(DEFAULT_AUTH_TOKEN).compute_signature(PUBLIC + path, signed)
+    tampered = {**signed, "MessageStatus": "delivered"}
+    response = await twilio_client.post(
+        path, data=tampered, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status == 403
+    # Signed for another message: the URL is part of what is signed.
+    other = f"/v1/webhooks/twilio?message_id={UNKNOWN_ID}"
+    response = await twilio_client.post(
+        other, data=signed, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status == 403
+    assert (await status_of(twilio_client, message_id))[0] == "sent"
