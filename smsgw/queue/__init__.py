@@ -1,6 +1,6 @@
 """Queues between the API and the dispatcher."""
 
-from smsgw.queue.base import MessageQueue
+from smsgw.queue.base import Backlog, MessageQueue
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message, Priority, new_message_id
 from smsgw.queue.redis import (
@@ -11,6 +11,7 @@ from smsgw.queue.redis import (
 )
 
 __all__ = [
+    "Backlog",
     "MemoryQueue",
     "Message",
     "MessageQueue",

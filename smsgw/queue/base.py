@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from smsgw.queue.message import Message
 
-__all__ = ["MessageQueue"]
+__all__ = ["Backlog", "MessageQueue"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Unfinished messages of one part of the queue ("high", "normal", or "delayed":
+    waiting for a retry), and how long the oldest of them has been there."""
+
+    part: str
+    messages: int
+    oldest_age_s: float
 
 
 class MessageQueue(Protocol):
@@ -34,6 +45,10 @@ class MessageQueue(Protocol):
 
     def depth(self) -> int:
         """Messages waiting, delayed or in flight: the work a drain must still finish."""
+
+    async def backlog(self) -> list[Backlog]:
+        """Per part of the queue, for metrics and autoscaling; shared queues count every
+        replica's messages (one read of the queue's store)."""
 
     async def wait_empty(self) -> None:
         """Return once depth() is zero."""

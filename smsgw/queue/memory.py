@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from collections import deque
 from collections.abc import Sequence
 
 from smsgw.errors import QueueFull
+from smsgw.queue.base import Backlog
 from smsgw.queue.message import Message
 
 __all__ = ["MemoryQueue"]
@@ -27,6 +30,9 @@ class MemoryQueue:
         self._sequence = itertools.count()  # FIFO within one priority
         self._delayed: set[asyncio.TimerHandle] = set()
         self._in_flight = 0
+        # Creation times of the ready messages per priority, in the order get() returns them
+        # (FIFO within a priority), so the oldest is always first.
+        self._created: dict[str, deque[float]] = {p: deque() for p in _PRIORITY_RANK}
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -42,6 +48,7 @@ class MemoryQueue:
 
     async def get(self) -> Message:
         _, _, message = await self._ready.get()
+        self._created[message.priority].popleft()
         self._in_flight += 1
         return message
 
@@ -64,6 +71,16 @@ class MemoryQueue:
     def depth(self) -> int:
         return self._ready.qsize() + len(self._delayed) + self._in_flight
 
+    async def backlog(self) -> list[Backlog]:
+        now = time.time()
+        parts = [
+            Backlog(priority, len(times), now - times[0] if times else 0.0)
+            for priority, times in self._created.items()
+        ]
+        # Delayed retries: counted, their age unknown without keeping the messages.
+        parts.append(Backlog("delayed", len(self._delayed), 0.0))
+        return parts
+
     def waiting(self) -> int:
         """Messages ready to be taken (not delayed, not in flight)."""
         return self._ready.qsize()
@@ -85,6 +102,7 @@ class MemoryQueue:
     def _enqueue(self, message: Message) -> None:
         self._empty.clear()
         self._ready.put_nowait((_PRIORITY_RANK[message.priority], next(self._sequence), message))
+        self._created[message.priority].append(message.created_at)
 
     def _check_empty(self) -> None:
         if self.depth() == 0:

@@ -49,6 +49,7 @@ from smsgw.queue._redis_support import (
     stream_index,
     text,
 )
+from smsgw.queue.base import Backlog
 from smsgw.queue.message import Message
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_CONSUMER_IDLE_TTL_S, QUEUE_GROUP, RedisKeys
 from smsgw.settings import QueueSettings
@@ -292,6 +293,31 @@ class RedisQueue:
         self.stats.redis_calls += 1
         self._total = sum(int(n) for n in counts)
         return self._total
+
+    async def backlog(self) -> list[Backlog]:
+        """Acknowledged entries are deleted, so each stream's length is its unfinished
+        messages and its first entry the oldest of them (its id holds its time in ms)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for stream in self._streams:
+                pipe.xlen(stream)
+                pipe.xrange(stream, count=1)
+            pipe.zcard(self._all_keys[-1])
+            pipe.zrange(self._all_keys[-1], 0, 0, withscores=True)
+            replies = await pipe.execute()
+        self.stats.redis_calls += 1
+        seconds, micros = replies[0]
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        parts = []
+        for index, priority in enumerate(PRIORITIES):
+            length, first = replies[1 + 2 * index], replies[2 + 2 * index]
+            age_ms = now_ms - int(first[0][0].split(b"-")[0]) if first else 0
+            parts.append(Backlog(priority, int(length), max(age_ms, 0) / 1000))
+        delayed, due = replies[-2], replies[-1]
+        # Delayed retries: how overdue the first one is (0 while all are in the future).
+        overdue_s = max(now_ms - float(due[0][1]), 0.0) / 1000 if due else 0.0  # ms scores
+        parts.append(Backlog("delayed", int(delayed), overdue_s))
+        return parts
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Stop fetching, settle what was reported (bounded), stop background work.

@@ -192,3 +192,26 @@ async def test_wait_empty_blocks_again_after_new_work() -> None:
     assert not waiter.done()
     await queue.ack(await queue.get())
     await asyncio.wait_for(waiter, 0.5)
+
+
+async def test_backlog_counts_each_priority_and_the_oldest_age() -> None:
+    queue = MemoryQueue(max_size=10)
+    old = msg("old", "normal")
+    old.created_at -= 30  # queued 30 s ago
+    await queue.put(old)
+    await queue.put(msg("n2", "normal"))
+    await queue.put(msg("h1", "high"))
+    parts = {b.part: b for b in await queue.backlog()}
+    assert parts["high"].messages == 1
+    assert parts["high"].oldest_age_s < 5
+    assert parts["normal"].messages == 2
+    assert 29 <= parts["normal"].oldest_age_s < 35
+    assert parts["delayed"].messages == 0
+    first = await get_soon(queue)  # h1
+    await queue.retry_later(first, 60)
+    parts = {b.part: b for b in await queue.backlog()}
+    assert parts["high"].messages == 0
+    assert parts["delayed"].messages == 1
+    taken = await get_soon(queue)
+    assert taken.id == "old"
+    assert {b.part: b.messages for b in await queue.backlog()}["normal"] == 1

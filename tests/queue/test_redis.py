@@ -734,3 +734,24 @@ async def test_consumer_killed_with_sigkill_loses_nothing(
             victim.kill()
             victim.wait(5)
         stop_process(fake)
+
+
+async def test_backlog_is_read_from_redis_for_every_replica(make_queue: QueueFactory) -> None:
+    producer, other = make_queue("producer"), make_queue("other")
+    await producer.put_many([msg(f"n{i}") for i in range(5)] + [msg("h1", "high")])
+    await asyncio.sleep(0.05)
+    parts = {b.part: b for b in await other.backlog()}  # a replica that put nothing
+    assert parts["normal"].messages == 5
+    assert parts["high"].messages == 1
+    assert 0.04 <= parts["normal"].oldest_age_s < 5
+    # Held (not yet acknowledged) messages are still unfinished; finished ones are gone.
+    await take(other, 2)
+    await settled(other)
+    parts = {b.part: b for b in await producer.backlog()}
+    assert parts["high"].messages + parts["normal"].messages == 4
+    held = await get_soon(other)
+    await other.retry_later(held, 30)
+    await settled(other)
+    parts = {b.part: b for b in await producer.backlog()}
+    assert parts["delayed"].messages == 1
+    assert parts["delayed"].oldest_age_s == 0  # due in 30 s: not overdue
