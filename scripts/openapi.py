@@ -302,6 +302,18 @@ def build() -> dict[str, Any]:
             not_ready=True,
         ),
         "/openapi.json": _get("This document", {"type": "object"}),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

@@ -25,7 +25,9 @@ from smsgw.api.keys import (
     AUDIT,
     AUTH,
     DISPATCHER,
+    HEARTBEAT,
     IDEMPOTENCY,
+    METRICS,
     OTP,
     QUEUE,
     QUOTAS,
@@ -35,6 +37,8 @@ from smsgw.api.keys import (
     SETTINGS,
     STATE,
 )
+from smsgw.api.metrics import install as install_metrics
+from smsgw.api.metrics import metrics_middleware, watch_event_loop
 from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
 from smsgw.api.receipts import MemorySeenReceipts, RedisSeenReceipts, SeenReceipts
 from smsgw.audit import AuditStore, AuditWriter, Spool, default_replica_name, open_store
@@ -47,6 +51,7 @@ from smsgw.providers import build_provider
 from smsgw.queue import MemoryQueue
 from smsgw.queue.redis import RedisQueue, default_consumer_name
 from smsgw.redis_keys import RedisKeys
+from smsgw.replicas import Heartbeat
 from smsgw.settings import Settings
 
 __all__ = ["create_app", "drain"]
@@ -59,12 +64,21 @@ REDIS_POOL_WAIT_S = 10.0
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BATCH_BODY)
+    # Metrics outermost: they see the status the error middleware answered with.
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware], client_max_size=MAX_BATCH_BODY
+    )
+    install_metrics(app)
     app[SETTINGS] = settings
     app[STATE] = LifecycleState()
     app[AUTH] = ClientAuth(settings.clients)
-    add_routes(app)
-    app.cleanup_ctx.extend([_redis, _providers, _audit, _queue, _otp, _dispatcher])
+    role = settings.server.role
+    add_routes(app, role)
+    app.cleanup_ctx.extend([_redis, _observability, _providers, _audit, _queue])
+    if role != "worker":
+        app.cleanup_ctx.append(_otp)  # intake: OTP state, idempotency, quotas, receipts
+    if role != "api":
+        app.cleanup_ctx.append(_dispatcher)
     return app
 
 
@@ -135,6 +149,25 @@ async def _wait_for_redis(client: Redis) -> None:
                 raise RuntimeError(f"Redis is unreachable: {exc}") from exc
             _log.warning("redis_unreachable", detail=str(exc))
             await asyncio.sleep(0.5)
+
+
+async def _observability(app: web.Application) -> AsyncIterator[None]:
+    """The event-loop lag probe, and this replica's heartbeat when Redis is shared."""
+    settings = app[SETTINGS]
+    watcher = asyncio.create_task(watch_event_loop(app[METRICS]), name="smsgw-loop-lag")
+    heartbeat = None
+    if REDIS in app:
+        heartbeat = Heartbeat(
+            app[REDIS], _redis_keys(settings), settings.server.role, default_replica_name()
+        )
+        app[HEARTBEAT] = heartbeat
+        heartbeat.start()
+    yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    if heartbeat is not None:
+        await heartbeat.stop()
 
 
 def _redis_keys(settings: Settings) -> RedisKeys:
@@ -244,7 +277,9 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         limiter = RedisLimiter(app[REDIS], rates, _redis_keys(settings), settings.limiter)
     else:
         limiter = MemoryLimiter(rates, pace=settings.limiter.pace)
-    dispatcher = Dispatcher(app[QUEUE], app[ROUTER], limiter, settings.dispatch, app[AUDIT])
+    dispatcher = Dispatcher(
+        app[QUEUE], app[ROUTER], limiter, settings.dispatch, app[AUDIT], app[METRICS].registry
+    )
     app[DISPATCHER] = dispatcher
     dispatcher.start()
     yield

@@ -21,6 +21,7 @@ from smsgw.audit import open_store
 from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.log import configure_logging
 from smsgw.settings import AuditSettings, Settings, load_settings
+from smsgw.workers import run_workers
 
 __all__ = ["main"]
 
@@ -39,6 +40,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--port-file", help="write the bound port here once listening (useful with --port 0)"
     )
+    serve.add_argument(
+        "--role",
+        choices=["all", "api", "worker"],
+        help="all: API and dispatcher; api: accept and enqueue; worker: dispatch only "
+        "(overrides server.role; split roles need the Redis queue)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run this many gateway processes sharing the port (SO_REUSEPORT)",
+    )
+    # Set by --workers for its children.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--rate-share", type=int, default=1, help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config", nargs="?", help="TOML file (default: $SMSGW_CONFIG)")
@@ -50,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     config_path = args.config or os.environ.get("SMSGW_CONFIG")
+    env = dict(os.environ)
+    if getattr(args, "role", None):
+        env["SMSGW_SERVER_ROLE"] = args.role
     try:
-        settings = load_settings(config_path)
+        settings = load_settings(config_path, env=env)
         if args.command == "check-config":
             print(f"ok: {config_path or 'built-in defaults'}")
             return 0
@@ -59,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging("info")
             return asyncio.run(_migrate(settings.audit))
         settings = _with_bind_overrides(settings, args.host, args.port)
+        if args.workers < 1:
+            raise ConfigError("--workers", "must be >= 1")
+        if args.workers > 1 and settings.server.port == 0:
+            raise ConfigError("--port", "--workers needs a fixed port for its processes to share")
     except ConfigError as exc:
         print(f"smsgw: configuration error: {exc.key}: {exc.problem}", file=sys.stderr)
         return 2
@@ -71,8 +94,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=settings.server.host,
         )
         return 2
-    uvloop.run(_serve(settings, args.port_file))
+    if args.workers > 1:
+        return run_workers(
+            _child_args(argv if argv is not None else sys.argv[1:]),
+            args.workers,
+            args.port_file,
+            stop_timeout_s=settings.server.drain_timeout_s + 15,
+        )
+    if args.rate_share > 1 and not settings.uses_redis(settings.limiter.backend):
+        settings = _with_rate_share(settings, args.rate_share)
+    uvloop.run(_serve(settings, args.port_file, reuse_port=args.reuse_port))
     return 0
+
+
+def _child_args(argv: Sequence[str]) -> list[str]:
+    """serve's own arguments without --workers and --port-file (the parent handles them)."""
+    args = list(argv)[1:]  # without "serve"
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--workers", "--port-file"):
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
+
+
+def _with_rate_share(settings: Settings, share: int) -> Settings:
+    # Each of `share` processes paces alone: together they keep to each provider's rate.
+    providers = tuple(
+        p if p.rate is None else msgspec.structs.replace(p, rate=p.rate / share)
+        for p in settings.providers
+    )
+    return msgspec.structs.replace(settings, providers=providers)
 
 
 async def _migrate(settings: AuditSettings) -> int:
@@ -116,7 +174,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _serve(settings: Settings, port_file: str | None) -> None:
+async def _serve(settings: Settings, port_file: str | None, *, reuse_port: bool = False) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -125,7 +183,13 @@ async def _serve(settings: Settings, port_file: str | None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port, backlog=1024)
+        site = web.TCPSite(
+            runner,
+            settings.server.host,
+            settings.server.port,
+            backlog=1024,
+            reuse_port=reuse_port or None,
+        )
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]

@@ -65,6 +65,10 @@ class RedisKeys:
     def idempotency(self, client: str, key: str) -> str:
         return f"{self.prefix}idem:{client}:{key}"
 
+    def replicas(self, role: str) -> str:
+        """Sorted set: replicas of a role by their last heartbeat (smsgw.replicas)."""
+        return f"{self.prefix}replicas:{role}"
+
     def receipt(self, message_id: str, status: str) -> str:
         return f"{self.prefix}receipt:{message_id}:{status}"
 

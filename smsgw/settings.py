@@ -37,6 +37,8 @@ __all__ = [
     "ProviderSettings",
     "QueueSettings",
     "RedisSettings",
+    "Role",
+    "ScalingSettings",
     "ServerSettings",
     "Settings",
     "TwilioProviderSettings",
@@ -47,6 +49,7 @@ __all__ = [
 
 # "auto": Redis when redis.url is set, memory otherwise — one switch for every part.
 Backend = Literal["auto", "memory", "redis"]
+Role = Literal["all", "api", "worker"]
 
 DEFAULT_TEMPLATE = "Your {app} code is {code}. It expires in {minutes} minutes."
 TEMPLATE_FIELDS = frozenset({"app", "code", "minutes"})
@@ -68,6 +71,9 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class ServerSettings(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
+    # all: API and dispatcher in one process. api: accept and enqueue only. worker: dispatch
+    # only (serves health and metrics). Split roles hand work over through the Redis queue.
+    role: Role = "all"
     public_url: str | None = None
     # Bound on a graceful stop: time to send what is queued before giving up.
     drain_timeout_s: float = 30.0
@@ -234,6 +240,32 @@ class BreakerSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("cooldown_s", "must be >= 0")
 
 
+class ScalingSettings(_Section, frozen=True, kw_only=True):
+    """How many queue workers a backlog needs (smsgw/supervise/policy.py explains it):
+    followed by `smsgw supervise`, published as smsgw_desired_workers."""
+
+    min_workers: int = 1
+    max_workers: int = 4
+    backlog_per_worker: int = 5000
+    worker_rate: float = 2000.0
+    drain_s: float = 30.0
+    max_age_s: float = 30.0
+    up_cooldown_s: float = 15.0
+    down_cooldown_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise _invalid("max_workers", "must be >= 1")
+        if not 0 <= self.min_workers <= self.max_workers:
+            raise _invalid("min_workers", "must be between 0 and max_workers")
+        for key in ("backlog_per_worker", "worker_rate", "drain_s", "max_age_s"):
+            if getattr(self, key) <= 0:
+                raise _invalid(key, "must be > 0")
+        for key in ("up_cooldown_s", "down_cooldown_s"):
+            if getattr(self, key) < 0:
+                raise _invalid(key, "must be >= 0")
+
+
 class ClientSettings(_Section, frozen=True, kw_only=True):
     name: str
     # Either the key itself (normally as "env:NAME") or the hex SHA-256 of it.
@@ -381,6 +413,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     audit: AuditSettings = AuditSettings()
     dispatch: DispatchSettings = DispatchSettings()
     breaker: BreakerSettings = BreakerSettings()
+    scaling: ScalingSettings = ScalingSettings()
     clients: tuple[ClientSettings, ...] = ()
     providers: tuple[ProviderSettings, ...] = ()
 
@@ -399,6 +432,12 @@ class Settings(_Section, frozen=True, kw_only=True):
         ):
             if backend == "redis" and self.redis.url is None:
                 raise _invalid(part, "'redis' needs redis.url")
+        if self.server.role != "all" and not self.uses_redis(self.queue.backend):
+            raise _invalid(
+                "server.role",
+                f"role {self.server.role!r} hands messages over through the Redis queue: "
+                "set redis.url (and leave queue.backend auto or redis)",
+            )
 
     def uses_redis(self, backend: Backend) -> bool:
         """Whether a part configured with `backend` lives in Redis."""

@@ -6,7 +6,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from smsgw.api.keys import DISPATCHER, QUEUE, STATE
+from smsgw.api.keys import DISPATCHER, QUEUE, SETTINGS, STATE
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response
 
@@ -23,13 +23,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready unless stopping or saturated: a load balancer should then send work elsewhere."""
-    queue = request.app[QUEUE]
-    if request.app[STATE].draining:
+    app = request.app
+    queue = app[QUEUE]
+    if app[STATE].draining:
         raise Problem(503, "not-ready", "Not ready", "draining")
-    if queue.waiting() >= queue.max_size:
+    role = app[SETTINGS].server.role
+    if role != "worker" and queue.waiting() >= queue.max_size:
         raise Problem(503, "not-ready", "Not ready", "queue full", headers={"Retry-After": "1"})
-    stats = request.app[DISPATCHER].stats.as_dict()
-    return json_response({"status": "ready", "queue_depth": queue.depth(), "dispatch": stats})
+    body: dict[str, object] = {"status": "ready", "role": role, "queue_depth": queue.depth()}
+    if DISPATCHER in app:
+        body["dispatch"] = app[DISPATCHER].stats.as_dict()
+    return json_response(body)
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -15,13 +16,19 @@ from smsgw.audit import AuditWriter
 from smsgw.dispatch import Dispatcher, Router
 from smsgw.otp import OtpService
 from smsgw.queue import MessageQueue
+from smsgw.replicas import Heartbeat
 from smsgw.settings import Settings
+
+if TYPE_CHECKING:
+    from smsgw.api.metrics import ApiMetrics
 
 __all__ = [
     "AUDIT",
     "AUTH",
     "DISPATCHER",
+    "HEARTBEAT",
     "IDEMPOTENCY",
+    "METRICS",
     "OTP",
     "QUEUE",
     "QUOTAS",
@@ -54,3 +61,6 @@ OTP = web.AppKey("otp", OtpService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AUDIT = web.AppKey("audit", AuditWriter)
 RECEIPTS = web.AppKey("receipts", SeenReceipts)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # only with Redis
+# Typed by name: the metrics module imports these keys.
+METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from smsgw.api.destinations import parse_destination
 from smsgw.api.intake import decode_body
-from smsgw.api.keys import OTP
+from smsgw.api.keys import METRICS, OTP
 from smsgw.api.problems import Problem
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response, rfc3339
@@ -36,6 +36,7 @@ async def start_verification(request: web.Request, client: str, body: bytes) -> 
             ttl_s=data.ttl_s,
         )
     except TooManySends as exc:
+        request.app[METRICS].otp_starts.labels(exc.reason).inc()
         raise Problem(
             429,
             exc.reason,
@@ -44,7 +45,9 @@ async def start_verification(request: web.Request, client: str, body: bytes) -> 
             headers={"Retry-After": str(max(exc.retry_after_s, 1))},
         ) from exc
     except QueueFull as exc:
+        request.app[METRICS].otp_starts.labels("queue-full").inc()
         raise queue_full_problem(exc) from exc
+    request.app[METRICS].otp_starts.labels("accepted").inc()
     return json_response(
         {
             "id": started.id,
@@ -80,11 +83,13 @@ async def verify_code(request: web.Request, client: str, body: bytes) -> web.Res
                 str(exc),
                 errors=[{"pointer": "#/phone", "detail": str(exc)}],
             ) from exc
+    checks = request.app[METRICS].otp_checks
     try:
         result = await request.app[OTP].check(
             client=client, code=data.code, verification_id=data.id, phone=phone
         )
     except VerificationNotFound as exc:
+        checks.labels("not_found").inc()
         raise Problem(
             404,
             "verification-not-found",
@@ -92,12 +97,14 @@ async def verify_code(request: web.Request, client: str, body: bytes) -> web.Res
             "no pending verification: unknown, expired or already approved",
         ) from exc
     except MaxAttemptsReached as exc:
+        checks.labels("max_attempts").inc()
         raise Problem(
             429,
             "max-attempts-reached",
             "Max check attempts reached",
             "too many wrong codes: start a new verification",
         ) from exc
+    checks.labels("approved" if result.valid else "wrong_code").inc()
     return json_response(
         {
             "id": result.id,

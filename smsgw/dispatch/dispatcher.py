@@ -8,9 +8,11 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from smsgw.audit import AuditRecorder
 from smsgw.dispatch.backoff import backoff_delay
+from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
 from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
@@ -58,14 +60,21 @@ class Dispatcher:
         limiter: ProviderLimiter,
         settings: DispatchSettings,
         audit: AuditRecorder,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._queue = queue
         self._router = router
         self._limiter = limiter
         self._settings = settings
         self._audit = audit
+        # Instruments live on the app's registry when it exposes /metrics, else a private one.
+        self.metrics = DispatchMetrics(registry if registry is not None else CollectorRegistry())
         self._workers: list[asyncio.Task[None]] = []
         self.stats = DispatchStats()
+
+    @property
+    def limiter(self) -> ProviderLimiter:
+        return self._limiter
 
     def start(self) -> None:
         self._workers = [
@@ -152,8 +161,12 @@ class Dispatcher:
             body=message.body,
             validity_s=None if remaining is None else int(remaining),
         )
+        started = time.monotonic()
         try:
-            receipt = await provider.send(sms)
+            try:
+                receipt = await provider.send(sms)
+            finally:
+                self.metrics.send_seconds.labels(provider.name).observe(time.monotonic() - started)
         except ThrottledError as exc:
             await self._on_throttled(message, provider, exc)
             return "none"  # healthy, only busy: never opens the circuit
@@ -168,6 +181,7 @@ class Dispatcher:
         await self._queue.mark_sent(message)
         message.attempts += 1
         self.stats.sent += 1
+        self.metrics.outcome(provider.name, "sent")
         self._audit.record(
             message.id,
             "sent",
@@ -202,9 +216,12 @@ class Dispatcher:
         await self._queue.retry_later(message, delay)
 
     async def _acquire_slot(self, provider: str) -> None:
+        started = time.monotonic()
         while True:
             slot = await self._limiter.acquire(provider)
-            if time.monotonic() - slot <= LATE_SLOT_S:
+            now = time.monotonic()
+            if now - slot <= LATE_SLOT_S:
+                self.metrics.limiter_wait.labels(provider).observe(now - started)
                 return
             # The event loop ran late: sending now would bunch with the next slots.
             self.stats.late_slots += 1
@@ -214,6 +231,7 @@ class Dispatcher:
     ) -> None:
         # An OTP that outlived its validity is worthless and confusing: drop it, never send late.
         self.stats.expired += 1
+        self.metrics.outcome(None, "expired")
         _log.info("expired", message_id=message.id, attempts=message.attempts)
         self._audit.record(message.id, "expired", reason=reason)
         await self._queue.ack(message)
@@ -223,6 +241,7 @@ class Dispatcher:
     ) -> None:
         # Not the message's fault: pause the provider for everyone, keep the attempt count.
         self.stats.throttled += 1
+        self.metrics.outcome(provider.name, "throttled")
         self._audit.record(
             message.id, "retry", provider=provider.name, reason=f"throttled: {exc.detail}"
         )
@@ -245,6 +264,7 @@ class Dispatcher:
             await self._expire(message, f"no time left to retry after: {exc.detail}")
         else:
             self.stats.retried += 1
+            self.metrics.outcome(provider.name, "retry")
             if exc.ambiguous:
                 # The provider may have sent it already; this retry may deliver it twice.
                 self.stats.possible_duplicates += 1
@@ -274,6 +294,7 @@ class Dispatcher:
         kind: Literal["failed", "rejected"] = "failed",
     ) -> None:
         self.stats.failed += 1
+        self.metrics.outcome(provider, kind)
         _log.warning(
             kind,
             message_id=message.id,

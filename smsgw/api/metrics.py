@@ -1,0 +1,235 @@
+"""GET /metrics: Prometheus text from the app's own registry (tests build many apps).
+
+Counters the code keeps anyway (dispatch, audit, limiter, breakers) are read when scraped
+instead of being counted twice; gauges of shared state (queue backlog, replicas alive) are
+read from the queue and Redis at scrape time. Labels are route templates, provider names and
+fixed words: never a phone number, a body or a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import msgspec
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from smsgw.api.keys import AUDIT, DISPATCHER, HEARTBEAT, METRICS, QUEUE, ROUTER, SETTINGS, STATE
+from smsgw.limiter.redis import RedisLimiter
+from smsgw.settings import Settings
+from smsgw.supervise import ScalingPolicy, desired_workers
+
+__all__ = ["ApiMetrics", "install", "metrics", "metrics_middleware", "watch_event_loop"]
+
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_LAG_PROBE_S = 0.25
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        registry = self.registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        self.http_requests = Counter(
+            "smsgw_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "smsgw_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["route", "method"],
+            buckets=_HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.otp_starts = Counter(
+            "smsgw_otp_starts",
+            "OTP starts: accepted, or refused (too-many-sends, resend-cooldown, queue-full)",
+            ["result"],
+            registry=registry,
+        )
+        self.otp_checks = Counter(
+            "smsgw_otp_checks",
+            "OTP checks: approved, wrong_code, max_attempts, not_found",
+            ["result"],
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            "smsgw_event_loop_lag_seconds",
+            f"How late the event loop ran a {_LAG_PROBE_S} s timer",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "smsgw_queue_depth",
+            "Unfinished messages by part of the queue (high, normal, delayed)",
+            ["part"],
+            registry=registry,
+        )
+        self.queue_age = Gauge(
+            "smsgw_queue_oldest_age_seconds",
+            "Age of the oldest unfinished message by part (delayed: how overdue)",
+            ["part"],
+            registry=registry,
+        )
+        self.audit_backlog = Gauge(
+            "smsgw_audit_backlog_events",
+            "Audit events recorded, not yet stored or spooled",
+            registry=registry,
+        )
+        self.audit_spool = Gauge(
+            "smsgw_audit_spool_bytes",
+            "Bytes of audit events waiting in the local spool",
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "smsgw_breaker_state",
+            "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
+            ["provider"],
+            registry=registry,
+        )
+        self.replicas = Gauge(
+            "smsgw_replicas_alive",
+            "Replicas of a role with a recent heartbeat (this one alone without Redis)",
+            ["role"],
+            registry=registry,
+        )
+        self.desired_workers = Gauge(
+            "smsgw_desired_workers",
+            "Queue workers the scaling policy asks for now (for an external autoscaler)",
+            registry=registry,
+        )
+        self.draining = Gauge(
+            "smsgw_draining", "1 while this replica is stopping", registry=registry
+        )
+
+
+class _StatsCollector(Collector):
+    """Counters the app keeps anyway, read at scrape time."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self._app
+        if AUDIT in app:
+            audit = CounterMetricFamily(
+                "smsgw_audit_events", "Audit events by what happened to them", labels=["result"]
+            )
+            for name, value in app[AUDIT].stats.as_dict().items():
+                audit.add_metric([name], value)
+            yield audit
+        if DISPATCHER in app:
+            dispatcher = app[DISPATCHER]
+            dispatch = CounterMetricFamily(
+                "smsgw_dispatch_events",
+                "Dispatcher events (late slots dropped, duplicates skipped, ...)",
+                labels=["event"],
+            )
+            for name, value in dispatcher.stats.as_dict().items():
+                dispatch.add_metric([name], value)
+            yield dispatch
+            limiter = dispatcher.limiter
+            if isinstance(limiter, RedisLimiter):
+                leases = CounterMetricFamily(
+                    "smsgw_limiter_lease_calls", "Redis calls that leased send slots"
+                )
+                leases.add_metric([], limiter.lease_calls)
+                yield leases
+        if ROUTER in app:
+            transitions = CounterMetricFamily(
+                "smsgw_breaker_transitions",
+                "Circuit breaker state changes by provider and new state",
+                labels=["provider", "state"],
+            )
+            router = app[ROUTER]
+            # Every series from the start (at 0), so rate() and alerts work before the first.
+            for provider in router.breaker_states():
+                for state in _BREAKER_STATES:
+                    count = router.transitions[(provider, state)]
+                    transitions.add_metric([provider, state], count)
+            yield transitions
+
+
+def install(app: web.Application) -> ApiMetrics:
+    metrics_ = ApiMetrics()
+    metrics_.registry.register(_StatsCollector(app))
+    app[METRICS] = metrics_
+    return metrics_
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    instruments = app[METRICS]
+    settings = app[SETTINGS]
+    backlog_total, oldest = 0, 0.0
+    for part in await app[QUEUE].backlog():
+        instruments.queue_depth.labels(part.part).set(part.messages)
+        instruments.queue_age.labels(part.part).set(part.oldest_age_s)
+        if part.part != "delayed":
+            backlog_total += part.messages
+            oldest = max(oldest, part.oldest_age_s)
+    if AUDIT in app:
+        instruments.audit_backlog.set(app[AUDIT].backlog)
+        instruments.audit_spool.set(await asyncio.to_thread(app[AUDIT].spool_bytes))
+    if ROUTER in app:
+        for provider, state in app[ROUTER].breaker_states().items():
+            instruments.breaker_state.labels(provider).set(_BREAKER_STATES[state])
+    role = settings.server.role
+    alive = app[HEARTBEAT].alive if HEARTBEAT in app else 1
+    instruments.replicas.labels(role).set(alive)
+    workers_now = alive if role == "worker" else 1
+    instruments.desired_workers.set(
+        desired_workers(_policy(settings), backlog_total, oldest, workers_now)
+    )
+    instruments.draining.set(1 if app[STATE].draining else 0)
+    return web.Response(
+        body=generate_latest(instruments.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def _policy(settings: Settings) -> ScalingPolicy:
+    return ScalingPolicy(**msgspec.structs.asdict(settings.scaling))
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: sees the final status, problem responses included."""
+    started = time.monotonic()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        instruments = request.app[METRICS]
+        instruments.http_requests.labels(route, request.method, str(status)).inc()
+        instruments.http_seconds.labels(route, request.method).observe(time.monotonic() - started)
+
+
+async def watch_event_loop(instruments: ApiMetrics) -> None:
+    """Run forever: how late a short timer fires is how long callbacks waited for the loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        planned = loop.time() + _LAG_PROBE_S
+        await asyncio.sleep(_LAG_PROBE_S)
+        instruments.loop_lag.observe(max(loop.time() - planned, 0.0))

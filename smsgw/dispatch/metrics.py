@@ -1,0 +1,42 @@
+"""The dispatcher's Prometheus instruments: outcomes, provider latency, limiter waits.
+
+Labels are provider names and fixed outcome words only: never a number, a body or a code.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["DispatchMetrics"]
+
+# From a fast provider on loopback (ms) to one at its timeout (s).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# From an idle provider (no wait) to a deep backlog behind its rate.
+_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class DispatchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "smsgw_messages",
+            "Message outcomes by provider: sent, failed, rejected, expired, retry, throttled",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.send_seconds = Histogram(
+            "smsgw_provider_send_seconds",
+            "Time a provider took to answer a send",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.limiter_wait = Histogram(
+            "smsgw_limiter_wait_seconds",
+            "Time a send waited for its provider's rate limiter",
+            ["provider"],
+            buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+
+    def outcome(self, provider: str | None, outcome: str) -> None:
+        self.messages.labels(provider or "none", outcome).inc()
