@@ -159,8 +159,10 @@ def start_process(
     env: Mapping[str, str] | None = None,
     cwd: Path = REPO_ROOT,
     log_path: Path | None = None,
+    port: int = 0,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a server with `--port 0 --port-file PORT_FILE` appended; return it and its port.
+    """Start a server with `--port PORT --port-file PORT_FILE` appended (port 0: any free
+    one); return it and its port.
 
     `argv[0]` may be "python" to mean this interpreter. Output goes to `log_path`
     (default: the port file's name + ".log"), which is quoted if the server dies early.
@@ -170,7 +172,7 @@ def start_process(
     port_file.unlink(missing_ok=True)  # a stale file would give a wrong port
     log_path = log_path or port_file.with_name(port_file.name + ".log")
     command = [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
-    command += ["--port", "0", "--port-file", str(port_file)]
+    command += ["--port", str(port), "--port-file", str(port_file)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command,
@@ -182,9 +184,9 @@ def start_process(
         )
     deadline = time.monotonic() + timeout
     while True:
-        port = _read_port(port_file)
-        if port is not None:
-            return proc, port
+        bound = _read_port(port_file)
+        if bound is not None:
+            return proc, bound
         if proc.poll() is not None:
             raise RuntimeError(
                 f"{command} exited {proc.returncode} before listening:\n"
