@@ -246,7 +246,9 @@ def build() -> dict[str, Any]:
             "OtpStartBody",
             "202",
             started,
-            e429="Too many codes sent to this number, or resend cooldown (see Retry-After)",
+            e403="Destination country not allowed for this client",
+            e429="Too many codes to this number (10 minutes, daily cap), resend cooldown, or "
+            "suspected SMS pumping to its range or country (see Retry-After)",
         ),
         "/v1/otp/verify": _post(
             "Check a code",
@@ -254,7 +256,8 @@ def build() -> dict[str, Any]:
             "200",
             checked,
             e404="Unknown, expired or already approved verification",
-            e429="Max check attempts reached",
+            e429="Max check attempts reached, or too many wrong codes for this number lately "
+            "(see Retry-After)",
         ),
         "/v1/messages": {
             **_post(
@@ -262,6 +265,7 @@ def build() -> dict[str, Any]:
                 "MessageBody",
                 "202",
                 _object({"id": _STR, "status": {"const": "queued"}}),
+                e403="Destination country not allowed for this client",
             ),
             "get": _audit_get(
                 "Messages this client sent to one number, newest first",
@@ -293,6 +297,7 @@ def build() -> dict[str, Any]:
             "MessageBatchBody",
             "202",
             _object({"ids": {"type": "array", "items": _STR}}),
+            e403="A destination country not allowed for this client (nothing is queued)",
         ),
         "/v1/webhooks/{provider}": _webhook(),
         "/healthz": _get("Liveness", _object({"status": {"const": "ok"}})),

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from smsgw.api import MAX_BATCH_BODY, LifecycleState, add_routes, error_middleware
 from smsgw.api.auth import ClientAuth
+from smsgw.api.geo import GeoPermissions
 from smsgw.api.idempotency import (
     Idempotency,
     IdempotencyBackend,
@@ -25,6 +26,7 @@ from smsgw.api.keys import (
     AUDIT,
     AUTH,
     DISPATCHER,
+    GEO,
     HEARTBEAT,
     IDEMPOTENCY,
     METRICS,
@@ -46,6 +48,13 @@ from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter, ProviderLimiter
 from smsgw.limiter.redis import RedisLimiter
 from smsgw.otp import CodeHasher, MemoryOtpStore, OtpService, OtpStore
+from smsgw.otp.guard import (
+    AbuseGuard,
+    MemoryAbuseCounters,
+    MemoryFailedChecks,
+    RedisAbuseCounters,
+    RedisFailedChecks,
+)
 from smsgw.otp.redis_store import RedisOtpStore
 from smsgw.providers import build_provider
 from smsgw.queue import MemoryQueue
@@ -72,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STATE] = LifecycleState()
     app[AUTH] = ClientAuth(settings.clients)
+    app[GEO] = GeoPermissions(settings.clients, settings.abuse.countries)
     role = settings.server.role
     add_routes(app, role)
     app.cleanup_ctx.extend([_redis, _observability, _providers, _audit, _queue])
@@ -109,6 +119,11 @@ def _otp_secret(settings: Settings) -> bytes:
         "process, and replicas cannot check each other's codes. Set otp.secret in production.",
     )
     return secrets.token_bytes(32)
+
+
+def _previous_otp_secret(settings: Settings) -> bytes | None:
+    previous = settings.otp.previous_secret
+    return None if previous is None else previous.encode()
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -244,11 +259,17 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
         idempotency = RedisIdempotencyBackend(redis, keys)
         quota_counter = RedisQuotaCounter(redis, keys)
         receipts = RedisSeenReceipts(redis, keys)
+        guard = AbuseGuard(
+            settings.abuse, RedisAbuseCounters(redis), RedisFailedChecks(redis, keys), keys
+        )
     else:
         store = memory_store = MemoryOtpStore()
         idempotency = MemoryIdempotencyBackend()
         quota_counter = MemoryQuotaCounter()
         receipts = MemorySeenReceipts()
+        guard = AbuseGuard(
+            settings.abuse, MemoryAbuseCounters(), MemoryFailedChecks(), _redis_keys(settings)
+        )
 
         async def sweep() -> None:
             while True:
@@ -257,7 +278,12 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
 
         sweeper = asyncio.create_task(sweep(), name="smsgw-otp-sweeper")
     app[OTP] = OtpService(
-        settings.otp, store, app[QUEUE], CodeHasher(_otp_secret(settings)), app[AUDIT]
+        settings.otp,
+        store,
+        app[QUEUE],
+        CodeHasher(_otp_secret(settings), _previous_otp_secret(settings)),
+        app[AUDIT],
+        guard,
     )
     app[IDEMPOTENCY] = Idempotency(idempotency)
     app[QUOTAS] = Quotas(settings.clients, quota_counter)

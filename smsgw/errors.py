@@ -8,7 +8,8 @@ SmsgwError
  ├── OtpError                    a verification cannot proceed
  │    ├── VerificationNotFound   unknown, expired or already approved (HTTP 404)
  │    ├── MaxAttemptsReached     the code is dead after too many wrong checks (HTTP 429)
- │    └── TooManySends           per-number send cap or resend cooldown (HTTP 429)
+ │    ├── TooManySends           send caps, resend cooldown, suspected SMS pumping (HTTP 429)
+ │    └── TooManyFailedChecks    too many wrong codes for one number lately (HTTP 429)
  └── ProviderError               a provider did not accept a message
       ├── RetryableProviderError timeout, 5xx, connection trouble, provider-side auth trouble
       │    └── ThrottledError    the provider asked us to slow down (429 / 20429);
@@ -33,6 +34,7 @@ __all__ = [
     "RetryableProviderError",
     "SmsgwError",
     "ThrottledError",
+    "TooManyFailedChecks",
     "TooManySends",
     "VerificationNotFound",
 ]
@@ -85,6 +87,14 @@ class TooManySends(OtpError):
     def __init__(self, reason: str, retry_after_s: int) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class TooManyFailedChecks(OtpError):
+    """Too many wrong codes for this number across its verifications: checks wait."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("too-many-failed-checks")
         self.retry_after_s = retry_after_s
 
 

@@ -69,6 +69,13 @@ class RedisKeys:
         """Sorted set: replicas of a role by their last heartbeat (smsgw.replicas)."""
         return f"{self.prefix}replicas:{role}"
 
+    def abuse_counter(self, scope: str, name: str, period: str) -> str:
+        """Starts to a country or number prefix in one time bucket (smsgw.otp.guard)."""
+        return f"{self.prefix}abuse:{scope}:{name}:{period}"
+
+    def failed_checks(self, phone: str) -> str:
+        return f"{self.prefix}otp:failed:{phone}"
+
     def receipt(self, message_id: str, status: str) -> str:
         return f"{self.prefix}receipt:{message_id}:{status}"
 

@@ -24,6 +24,7 @@ from smsgw.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "AbuseSettings",
     "AirtelMessageType",
     "AirtelProviderSettings",
     "AuditSettings",
@@ -64,8 +65,23 @@ def _invalid(key: str, problem: str) -> ValueError:
     return ValueError(f"`{key}`: {problem}")
 
 
+def _check_countries(key: str, countries: tuple[str, ...]) -> None:
+    known = phonenumbers.SUPPORTED_REGIONS
+    for country in countries:
+        if country not in known:
+            raise _invalid(key, f"{country!r} is not an ISO country code phonenumbers knows")
+
+
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
+    # Fields whose values repr() masks, so logged or printed settings never show a secret.
+    _secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}={'***' if f.name in self._secret_fields else repr(getattr(self, f.name))}"
+            for f in msgspec.structs.fields(self)
+        )
+        return f"{type(self).__name__}({fields})"
 
 
 class ServerSettings(_Section, frozen=True, kw_only=True):
@@ -88,8 +104,12 @@ class ServerSettings(_Section, frozen=True, kw_only=True):
 
 
 class OtpSettings(_Section, frozen=True, kw_only=True):
+    _secret_fields = frozenset({"secret", "previous_secret"})
+
     # HMAC key for stored codes; None means an ephemeral key (codes die with the process).
     secret: str | None = None
+    # During a rotation, the secret being replaced: codes made under it still verify.
+    previous_secret: str | None = None
     length: int = 6
     ttl_s: int = 600
     max_attempts: int = 5
@@ -112,11 +132,15 @@ class OtpSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("resend_cooldown_s", "must be >= 0")
         if self.secret is not None and len(self.secret) < 16:
             raise _invalid("secret", "must be at least 16 characters")
+        if self.previous_secret is not None and len(self.previous_secret) < 16:
+            raise _invalid("previous_secret", "must be at least 16 characters")
         for name, template in self.templates.items():
             _check_template(f"templates.{name}", template)
 
 
 class RedisSettings(_Section, frozen=True, kw_only=True):
+    _secret_fields = frozenset({"url"})  # redis://:password@host carries a secret
+
     url: str | None = None
     # Every key smsgw writes starts with this, so one Redis can serve several gateways.
     key_prefix: str = "smsgw:"
@@ -160,6 +184,8 @@ class QueueSettings(_Section, frozen=True, kw_only=True):
 
 
 class AuditSettings(_Section, frozen=True, kw_only=True):
+    _secret_fields = frozenset({"secret_access_key"})
+
     backend: Literal["sqlite", "dynamodb"] = "sqlite"
     path: str = "./data/audit.sqlite3"
     table: str = "smsgw-audit"
@@ -193,10 +219,6 @@ class AuditSettings(_Section, frozen=True, kw_only=True):
             _check_url("endpoint_url", self.endpoint_url)
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise _invalid("access_key_id", "give both access_key_id and secret_access_key")
-
-    def __repr__(self) -> str:
-        masked = "***" if self.secret_access_key is not None else None
-        return f"AuditSettings(backend={self.backend!r}, table={self.table!r}, secret={masked})"
 
 
 class DispatchSettings(_Section, frozen=True, kw_only=True):
@@ -240,6 +262,52 @@ class BreakerSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("cooldown_s", "must be >= 0")
 
 
+class AbuseSettings(_Section, frozen=True, kw_only=True):
+    """Protections of the OTP endpoint against SMS pumping (toll fraud) and brute force."""
+
+    # Destination countries (ISO codes) clients may send to unless a client lists its own;
+    # empty: every country a provider serves.
+    countries: tuple[str, ...] = ()
+    # OTP codes one number may receive in 24 h (AWS's default), beside otp.max_sends.
+    daily_sends_per_number: int = 10
+    # Wrong codes for one number, across all its verifications, before its checks are
+    # refused; the lock ends at most failed_check_window_s after the last counted failure.
+    failed_checks_per_number: int = 10
+    failed_check_window_s: float = 3600.0
+    # SMS pumping: OTP starts are counted per destination prefix (the first prefix_digits
+    # digits of the E.164 number) and per country over pumping_window_s. Beyond the floor
+    # (prefix_floor / country_floor) and beyond spike_factor x the same window's average of
+    # the previous day, further starts there are refused (429 suspected-pumping).
+    prefix_digits: int = 7
+    pumping_window_s: float = 600.0
+    prefix_floor: int = 30
+    country_floor: int = 600
+    spike_factor: float = 10.0
+    # Prefixes (digits after '+') an operator vouches for: exempt from the pumping guard.
+    allowed_prefixes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_countries("countries", self.countries)
+        for key in (
+            "daily_sends_per_number",
+            "failed_checks_per_number",
+            "prefix_floor",
+            "country_floor",
+        ):
+            if getattr(self, key) < 1:
+                raise _invalid(key, "must be >= 1")
+        if not 3 <= self.prefix_digits <= 12:
+            raise _invalid("prefix_digits", "must be between 3 and 12")
+        for key in ("failed_check_window_s", "pumping_window_s"):
+            if getattr(self, key) <= 0:
+                raise _invalid(key, "must be > 0")
+        if self.spike_factor <= 1:
+            raise _invalid("spike_factor", "must be > 1")
+        for prefix in self.allowed_prefixes:
+            if not re.fullmatch(r"[0-9]{1,15}", prefix):
+                raise _invalid("allowed_prefixes", f"{prefix!r}: digits only, without '+'")
+
+
 class ScalingSettings(_Section, frozen=True, kw_only=True):
     """How many queue workers a backlog needs (smsgw/supervise/policy.py explains it):
     followed by `smsgw supervise`, published as smsgw_desired_workers."""
@@ -267,15 +335,32 @@ class ScalingSettings(_Section, frozen=True, kw_only=True):
 
 
 class ClientSettings(_Section, frozen=True, kw_only=True):
+    _secret_fields = frozenset({"key", "previous_key"})
+
     name: str
     # Either the key itself (normally as "env:NAME") or the hex SHA-256 of it.
     key: str | None = None
     key_sha256: str | None = None
+    # During a rotation, the key being replaced, still valid (same two forms).
+    previous_key: str | None = None
+    previous_key_sha256: str | None = None
     # API request quotas for this client (None: no quota); 429 + Retry-After beyond.
     requests_per_second: int | None = None
     requests_per_minute: int | None = None
+    # Destination countries (ISO codes) this client may send to; None: abuse.countries.
+    countries: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.previous_key is not None and self.previous_key_sha256 is not None:
+            raise _invalid("previous_key", "give at most one of previous_key, previous_key_sha256")
+        if self.previous_key is not None and len(self.previous_key) < 16:
+            raise _invalid("previous_key", "must be at least 16 characters")
+        if self.previous_key_sha256 is not None and not re.fullmatch(
+            r"[0-9a-f]{64}", self.previous_key_sha256
+        ):
+            raise _invalid("previous_key_sha256", "must be 64 lowercase hex digits")
+        if self.countries is not None:
+            _check_countries("countries", self.countries)
         for quota in ("requests_per_second", "requests_per_minute"):
             value = getattr(self, quota)
             if value is not None and value <= 0:
@@ -289,9 +374,6 @@ class ClientSettings(_Section, frozen=True, kw_only=True):
 
 
 class _ProviderBase(_Section, frozen=True, kw_only=True, tag_field="kind"):
-    # Fields whose values repr() masks, so a logged or printed entry never shows a secret.
-    _secret_fields: ClassVar[frozenset[str]] = frozenset()
-
     name: str
     # SMS per second across all replicas; None = not limited (console, tests).
     rate: float | None = None
@@ -312,13 +394,6 @@ class _ProviderBase(_Section, frozen=True, kw_only=True, tag_field="kind"):
         for country in self.countries:
             if country != "*" and country not in phonenumbers.SUPPORTED_REGIONS:
                 raise _invalid("countries", f"unknown ISO country code {country!r}")
-
-    def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{f.name}={'***' if f.name in self._secret_fields else repr(getattr(self, f.name))}"
-            for f in msgspec.structs.fields(self)
-        )
-        return f"{type(self).__name__}({fields})"
 
 
 class TwilioProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="twilio"):
@@ -414,6 +489,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     dispatch: DispatchSettings = DispatchSettings()
     breaker: BreakerSettings = BreakerSettings()
     scaling: ScalingSettings = ScalingSettings()
+    abuse: AbuseSettings = AbuseSettings()
     clients: tuple[ClientSettings, ...] = ()
     providers: tuple[ProviderSettings, ...] = ()
 

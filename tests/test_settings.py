@@ -424,3 +424,36 @@ def test_the_example_config_documents_every_setting_and_loads() -> None:
             assert any(form in text for form in documented), (
                 f"{section}.{field.encode_name} is not documented in the example"
             )
+
+
+def test_no_secret_shows_in_the_repr_of_the_settings() -> None:
+    secrets = {
+        "otp": "otp-secret-0123456789",
+        "prev": "previous-otp-secret-0123",
+        "key": "client-key-0123456789",
+        "old": "old-client-key-0123456789",
+        "redis": "redis-password-42",
+        "aws": "aws-secret-access-key-1",
+        "twilio": "twilio-token-0123456789",
+    }
+    settings = parse_settings(
+        {
+            "otp": {"secret": secrets["otp"], "previous_secret": secrets["prev"]},
+            "redis": {"url": f"redis://:{secrets['redis']}@127.0.0.1:6379/0"},
+            "audit": {"access_key_id": "AKIA", "secret_access_key": secrets["aws"]},
+            "clients": [{"name": "a", "key": secrets["key"], "previous_key": secrets["old"]}],
+            "providers": [
+                {
+                    "name": "twilio",
+                    "kind": "twilio",
+                    "account_sid": "AC1",
+                    "auth_token": secrets["twilio"],
+                    "from": "+15005550006",
+                }
+            ],
+        },
+        env={},
+    )
+    text = repr(settings)
+    for secret in secrets.values():
+        assert secret not in text

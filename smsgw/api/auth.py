@@ -19,8 +19,11 @@ ANONYMOUS_CLIENT = "local"
 
 class ClientAuth:
     def __init__(self, clients: Sequence[ClientSettings]) -> None:
-        # Only hashes are kept: a memory dump does not hand out usable keys.
-        self._clients = tuple((client.name, _key_hash(client)) for client in clients)
+        # Only hashes are kept: a memory dump does not hand out usable keys. A client in the
+        # middle of a key rotation has two valid keys, its new one and its previous one.
+        self._clients = tuple(
+            (client.name, digest) for client in clients for digest in _key_hashes(client)
+        )
 
     @property
     def required(self) -> bool:
@@ -45,11 +48,18 @@ class ClientAuth:
         return found
 
 
-def _key_hash(client: ClientSettings) -> bytes:
-    if client.key_sha256 is not None:
-        return bytes.fromhex(client.key_sha256)
-    assert client.key is not None  # settings guarantee exactly one of the two
-    return hashlib.sha256(client.key.encode()).digest()
+def _key_hashes(client: ClientSettings) -> list[bytes]:
+    hashes = [_hash(client.key, client.key_sha256)]
+    if client.previous_key is not None or client.previous_key_sha256 is not None:
+        hashes.append(_hash(client.previous_key, client.previous_key_sha256))
+    return hashes
+
+
+def _hash(key: str | None, key_sha256: str | None) -> bytes:
+    if key_sha256 is not None:
+        return bytes.fromhex(key_sha256)
+    assert key is not None  # settings guarantee one of the two
+    return hashlib.sha256(key.encode()).digest()
 
 
 def _unauthorized(detail: str) -> Problem:

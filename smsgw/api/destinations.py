@@ -1,10 +1,11 @@
-"""Phone fields in requests: parse once, and refuse destinations no provider serves."""
+"""Phone fields in requests: parse once; refuse countries the client may not send to
+(geo permissions, 403) and destinations no provider serves (422)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from smsgw.api.keys import ROUTER
+from smsgw.api.keys import GEO, ROUTER
 from smsgw.api.problems import FieldError, Problem
 from smsgw.phone import InvalidPhoneNumber, PhoneNumber, parse_phone
 
@@ -16,6 +17,7 @@ class DestinationErrors:
 
     def __init__(self) -> None:
         self.invalid: list[FieldError] = []
+        self.forbidden: list[FieldError] = []
         self.unroutable: list[FieldError] = []
 
     def raise_if_any(self) -> None:
@@ -26,6 +28,14 @@ class DestinationErrors:
                 "Invalid phone number",
                 "one or more numbers cannot receive an SMS",
                 errors=self.invalid + self.unroutable,
+            )
+        if self.forbidden:
+            raise Problem(
+                403,
+                "country-not-allowed",
+                "Destination country not allowed",
+                "this client may not send to one or more of these countries",
+                errors=self.forbidden,
             )
         if self.unroutable:
             raise Problem(
@@ -38,7 +48,11 @@ class DestinationErrors:
 
 
 def parse_destination(
-    request: web.Request, raw: str, pointer: str, errors: DestinationErrors | None = None
+    request: web.Request,
+    client: str,
+    raw: str,
+    pointer: str,
+    errors: DestinationErrors | None = None,
 ) -> PhoneNumber | None:
     """The parsed number; on a problem, record it in `errors` or (without) raise it now."""
     collected = errors or DestinationErrors()
@@ -46,6 +60,12 @@ def parse_destination(
         phone = parse_phone(raw)
     except InvalidPhoneNumber as exc:
         collected.invalid.append({"pointer": pointer, "detail": str(exc)})
+        phone = None
+    allowed = request.app[GEO].countries_for(client)
+    if phone is not None and allowed and phone.country not in allowed:
+        collected.forbidden.append(
+            {"pointer": pointer, "detail": f"country {phone.country} is not allowed"}
+        )
         phone = None
     if phone is not None and not request.app[ROUTER].serves(phone.country):
         collected.unroutable.append(

@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from smsgw.api.auth import ClientAuth
+from smsgw.api.geo import GeoPermissions
 from smsgw.api.idempotency import Idempotency
 from smsgw.api.quotas import Quotas
 from smsgw.api.receipts import SeenReceipts
@@ -26,6 +27,7 @@ __all__ = [
     "AUDIT",
     "AUTH",
     "DISPATCHER",
+    "GEO",
     "HEARTBEAT",
     "IDEMPOTENCY",
     "METRICS",
@@ -61,6 +63,7 @@ OTP = web.AppKey("otp", OtpService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AUDIT = web.AppKey("audit", AuditWriter)
 RECEIPTS = web.AppKey("receipts", SeenReceipts)
+GEO = web.AppKey("geo", GeoPermissions)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # only with Redis
 # Typed by name: the metrics module imports these keys.
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")

@@ -30,7 +30,7 @@ def _message(client: str, data: MessageBody, phone: PhoneNumber) -> Message:
 
 async def send_message(request: web.Request, client: str, body: bytes) -> web.Response:
     data = decode_body(body, MessageBody)
-    phone = parse_destination(request, data.to, "#/to")
+    phone = parse_destination(request, client, data.to, "#/to")
     assert phone is not None  # parse_destination raised otherwise
     message = _message(client, data, phone)
     try:
@@ -46,7 +46,7 @@ async def send_batch(request: web.Request, client: str, body: bytes) -> web.Resp
     errors = DestinationErrors()
     messages: list[Message] = []
     for index, item in enumerate(data.messages):
-        phone = parse_destination(request, item.to, f"#/messages/{index}/to", errors)
+        phone = parse_destination(request, client, item.to, f"#/messages/{index}/to", errors)
         if phone is not None:
             messages.append(_message(client, item, phone))
     errors.raise_if_any()  # all or nothing: one bad number refuses the whole batch

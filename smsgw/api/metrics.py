@@ -26,7 +26,17 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from smsgw.api.keys import AUDIT, DISPATCHER, HEARTBEAT, METRICS, QUEUE, ROUTER, SETTINGS, STATE
+from smsgw.api.keys import (
+    AUDIT,
+    DISPATCHER,
+    HEARTBEAT,
+    METRICS,
+    OTP,
+    QUEUE,
+    ROUTER,
+    SETTINGS,
+    STATE,
+)
 from smsgw.limiter.redis import RedisLimiter
 from smsgw.settings import Settings
 from smsgw.supervise import ScalingPolicy, desired_workers
@@ -150,6 +160,15 @@ class _StatsCollector(Collector):
                 )
                 leases.add_metric([], limiter.lease_calls)
                 yield leases
+        if OTP in app:
+            pumping = CounterMetricFamily(
+                "smsgw_pumping_refusals",
+                "OTP starts refused as suspected SMS pumping, by scope and country (alert on it)",
+                labels=["scope", "country"],
+            )
+            for (scope, country), count in app[OTP].guard.pumping_refusals.items():
+                pumping.add_metric([scope, country], count)
+            yield pumping
         if ROUTER in app:
             transitions = CounterMetricFamily(
                 "smsgw_breaker_transitions",

@@ -13,9 +13,13 @@ __all__ = ["error_middleware"]
 
 _log = structlog.get_logger("smsgw.api")
 
+# An API of JSON: nothing is to be sniffed, framed, cached, or given a referrer.
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
 }
 
 

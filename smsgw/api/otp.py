@@ -11,7 +11,13 @@ from smsgw.api.problems import Problem
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response, rfc3339
 from smsgw.api.schemas import OtpStartBody, OtpVerifyBody
-from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
+from smsgw.errors import (
+    MaxAttemptsReached,
+    QueueFull,
+    TooManyFailedChecks,
+    TooManySends,
+    VerificationNotFound,
+)
 from smsgw.phone import InvalidPhoneNumber, parse_phone
 
 __all__ = ["start_verification", "verify_code"]
@@ -19,12 +25,14 @@ __all__ = ["start_verification", "verify_code"]
 _SEND_REFUSALS = {
     "resend-cooldown": "wait before asking for another code for this number",
     "too-many-sends": "too many codes were sent to this number recently",
+    "daily-cap": "this number has had as many codes as it may get in 24 hours",
+    "suspected-pumping": "unusually many codes go to this number range or country; try again later",
 }
 
 
 async def start_verification(request: web.Request, client: str, body: bytes) -> web.Response:
     data = decode_body(body, OtpStartBody)
-    phone = parse_destination(request, data.phone, "#/phone")
+    phone = parse_destination(request, client, data.phone, "#/phone")
     assert phone is not None  # parse_destination raised otherwise
     try:
         started = await request.app[OTP].start(
@@ -95,6 +103,15 @@ async def verify_code(request: web.Request, client: str, body: bytes) -> web.Res
             "verification-not-found",
             "Verification not found",
             "no pending verification: unknown, expired or already approved",
+        ) from exc
+    except TooManyFailedChecks as exc:
+        checks.labels("number_locked").inc()
+        raise Problem(
+            429,
+            "too-many-failed-checks",
+            "Too many wrong codes",
+            "too many wrong codes for this number lately; try again later",
+            headers={"Retry-After": str(exc.retry_after_s)},
         ) from exc
     except MaxAttemptsReached as exc:
         checks.labels("max_attempts").inc()

@@ -21,13 +21,24 @@ class CodeHasher:
     all codes: every verification needs its own brute force, and without the secret none works.
     """
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, previous: bytes | None = None) -> None:
         self._secret = secret
+        # During a rotation: codes hashed under the secret being replaced still match, for
+        # as long as they live (otp.ttl_s); new codes use the new one.
+        self._previous = previous
 
     def digest(self, verification_id: str, code: str) -> bytes:
-        message = f"{verification_id}:{code}".encode()
-        # hmac.digest is the one-shot C path, several times faster than hmac.new().digest().
-        return hmac.digest(self._secret, message, hashlib.sha256)
+        return _digest(self._secret, verification_id, code)
 
     def matches(self, verification_id: str, code: str, expected: bytes) -> bool:
-        return hmac.compare_digest(self.digest(verification_id, code), expected)
+        if hmac.compare_digest(self.digest(verification_id, code), expected):
+            return True
+        if self._previous is None:
+            return False
+        return hmac.compare_digest(_digest(self._previous, verification_id, code), expected)
+
+
+def _digest(secret: bytes, verification_id: str, code: str) -> bytes:
+    message = f"{verification_id}:{code}".encode()
+    # hmac.digest is the one-shot C path, several times faster than hmac.new().digest().
+    return hmac.digest(secret, message, hashlib.sha256)

@@ -38,7 +38,14 @@ class RedisOtpStore:
     async def reserve_send(self, phone: str, now: float, policy: SendPolicy) -> SendReservation:
         reply = await self._reserve_send(
             keys=[self._keys.sends(phone)],
-            args=[repr(now), policy.window_s, policy.cooldown_s, policy.max_sends],
+            args=[
+                repr(now),
+                policy.window_s,
+                policy.cooldown_s,
+                policy.max_sends,
+                policy.daily_max or 0,
+                policy.daily_window_s,
+            ],
         )
         if int(reply[0]) == 1:
             return SendReservation(True, 0.0, float(reply[1]))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from smsgw.audit import AuditRecorder
 from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
 from smsgw.otp.codes import CodeHasher, generate_code
+from smsgw.otp.guard import AbuseGuard
 from smsgw.otp.store import OtpStore, SendPolicy, Verification
 from smsgw.otp.templates import Templates
 from smsgw.phone import PhoneNumber
@@ -44,8 +45,10 @@ class OtpService:
         queue: MessageQueue,
         hasher: CodeHasher,
         audit: AuditRecorder,
+        guard: AbuseGuard,
     ) -> None:
         self._settings = settings
+        self.guard = guard
         self._store = store
         self._queue = queue
         self._hasher = hasher
@@ -55,6 +58,7 @@ class OtpService:
             max_sends=settings.max_sends,
             window_s=settings.send_window_s,
             cooldown_s=settings.resend_cooldown_s,
+            daily_max=guard.settings.daily_sends_per_number,
         )
 
     async def start(
@@ -69,6 +73,7 @@ class OtpService:
     ) -> StartedVerification:
         """Send a fresh code to `phone`, replacing any pending one of this client."""
         now = time.time()
+        await self.guard.check_start(phone)  # SMS pumping: refuse before anything is recorded
         reservation = await self._store.reserve_send(phone.e164, now, self._policy)
         if not reservation.allowed:
             raise TooManySends(reservation.reason, math.ceil(reservation.retry_after_s))
@@ -127,7 +132,8 @@ class OtpService:
         verification_id: str | None = None,
         phone: str | None = None,
     ) -> VerificationCheck:
-        """Compare `code`; raises VerificationNotFound or MaxAttemptsReached."""
+        """Compare `code`; raises VerificationNotFound, MaxAttemptsReached or
+        TooManyFailedChecks."""
         result = await self._store.reserve_attempt(
             client, time.time(), verification_id=verification_id, phone=phone
         )
@@ -137,8 +143,12 @@ class OtpService:
         if result.outcome == "not_found" or verification is None:
             raise VerificationNotFound
         attempts_left = verification.max_attempts - verification.attempts
+        # Counted as a failure of the number unless the code turns out right (across all its
+        # verifications, so new verifications do not buy new guesses).
+        failure = await self.guard.reserve_check(verification.phone)
         if not self._hasher.matches(verification.id, code, verification.code_hash):
             return VerificationCheck(verification.id, valid=False, attempts_left=attempts_left)
+        await self.guard.check_passed(verification.phone, failure)
         if not await self._store.approve(verification):
             raise VerificationNotFound  # a concurrent check approved it first
         return VerificationCheck(verification.id, valid=True, attempts_left=attempts_left)

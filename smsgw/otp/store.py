@@ -37,6 +37,15 @@ class SendPolicy:
     max_sends: int
     window_s: float
     cooldown_s: float
+    # A second, longer cap (AWS's habit: 10 per number per day); the send log is kept this
+    # long. None: only max_sends per window_s.
+    daily_max: int | None = None
+    daily_window_s: float = 86400.0
+
+    @property
+    def kept_s(self) -> float:
+        """How long a send stays in a number's log."""
+        return max(self.window_s, self.daily_window_s) if self.daily_max else self.window_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,18 +96,25 @@ class MemoryOtpStore:
 
     async def reserve_send(self, phone: str, now: float, policy: SendPolicy) -> SendReservation:
         sends = self._sends.setdefault(phone, deque())
-        while sends and sends[0] <= now - policy.window_s:
+        while sends and sends[0] <= now - policy.kept_s:
             sends.popleft()
         if sends and now - sends[-1] < policy.cooldown_s:
             wait = sends[-1] + policy.cooldown_s - now
             return SendReservation(False, wait, 0.0, "resend-cooldown")
-        if len(sends) >= policy.max_sends:
-            wait = sends[0] + policy.window_s - now
+        recent = [t for t in sends if t > now - policy.window_s]
+        if len(recent) >= policy.max_sends:
+            wait = recent[0] + policy.window_s - now
             return SendReservation(False, wait, 0.0, "too-many-sends")
+        if policy.daily_max is not None and len(sends) >= policy.daily_max:
+            wait = sends[0] + policy.daily_window_s - now
+            return SendReservation(False, wait, 0.0, "daily-cap")
         sends.append(now)
         next_send_at = now + policy.cooldown_s
-        if len(sends) >= policy.max_sends:
-            next_send_at = max(next_send_at, sends[0] + policy.window_s)
+        if len(recent) + 1 >= policy.max_sends:
+            oldest = recent[0] if recent else now
+            next_send_at = max(next_send_at, oldest + policy.window_s)
+        if policy.daily_max is not None and len(sends) >= policy.daily_max:
+            next_send_at = max(next_send_at, sends[0] + policy.daily_window_s)
         return SendReservation(True, 0.0, next_send_at)
 
     async def release_send(self, phone: str, at: float) -> None:

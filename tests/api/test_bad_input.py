@@ -48,6 +48,9 @@ async def problem(response: Any, status: int) -> dict[str, Any]:
     assert payload["title"]
     assert isinstance(payload["type"], str)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response.headers["Cache-Control"] == "no-store"
     return payload
 
 

@@ -11,12 +11,14 @@ import pytest
 from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
 from smsgw.otp import service as service_module
 from smsgw.otp.codes import CodeHasher
+from smsgw.otp.guard import AbuseGuard, MemoryAbuseCounters, MemoryFailedChecks
 from smsgw.otp.service import OtpService, StartedVerification
 from smsgw.otp.store import MemoryOtpStore
 from smsgw.phone import PhoneNumber
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message
-from smsgw.settings import OtpSettings
+from smsgw.redis_keys import RedisKeys
+from smsgw.settings import AbuseSettings, OtpSettings
 from tests.helpers import OTP_SECRET, RecordedAudit
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,7 +34,8 @@ def make_service(
     queue = MemoryQueue(max_size=queue_size)
     store = MemoryOtpStore()
     hasher = CodeHasher(OTP_SECRET.encode())
-    return OtpService(settings, store, queue, hasher, RecordedAudit()), queue, store
+    guard = AbuseGuard(AbuseSettings(), MemoryAbuseCounters(), MemoryFailedChecks(), RedisKeys())
+    return OtpService(settings, store, queue, hasher, RecordedAudit(), guard), queue, store
 
 
 def code_of(message: Message) -> str:

@@ -119,6 +119,30 @@ async def test_zero_cooldown_only_counts_sends(store: OtpStore) -> None:
     assert results == [True, True, True, False]
 
 
+async def test_daily_cap_holds_beside_the_short_window(store: OtpStore) -> None:
+    # 2 per 10 minutes, 5 per day: after the short window passes, the daily cap still holds.
+    policy = SendPolicy(max_sends=2, window_s=600, cooldown_s=0, daily_max=5)
+    day = 86400
+    answers = []
+    for n in range(8):
+        at = T0 - day + 1 + n * 700  # each 700 s apart: the short window never fills
+        answers.append(await store.reserve_send(PHONE, at, policy))
+    assert [a.allowed for a in answers] == [True] * 5 + [False] * 3
+    assert {a.reason for a in answers[5:]} == {"daily-cap"}
+    # The first send ages out of the day exactly one day after it.
+    refused = answers[5]
+    assert refused.retry_after_s == pytest.approx((T0 - day + 1 + day) - (T0 - day + 1 + 5 * 700))
+    assert answers[4].next_send_at == pytest.approx(T0 - day + 1 + day)
+    later = await store.reserve_send(PHONE, T0 + 2, policy)
+    assert later.allowed
+
+
+async def test_without_a_daily_cap_only_the_short_window_counts(store: OtpStore) -> None:
+    policy = SendPolicy(max_sends=2, window_s=60, cooldown_s=0)
+    results = [(await store.reserve_send(PHONE, T0 + n * 61, policy)).allowed for n in range(20)]
+    assert all(results)
+
+
 # --- pending verifications ----------------------------------------------------------------
 
 
