@@ -8,14 +8,18 @@ id, and the trail is complete once everything is stored.
 Twilio receipts must carry a valid `X-Twilio-Signature` for the configured public URL (403
 otherwise). Vonage receipts are accepted for ids of our shape; those ids are 128 random bits,
 so a forger would have to know one. A receipt that repeats one already recorded (Twilio
-retries, a provider sending twice) changes nothing; intermediate statuses are ignored.
+retries, a provider sending twice) changes nothing; intermediate statuses are ignored; a
+receipt older than the memory of seen ones (Twilio: the send time in the signed callback URL;
+Vonage: `message-timestamp`) is refused as stale, so a replay cannot be recorded again.
 """
 
 from __future__ import annotations
 
 import hmac
 import re
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -25,6 +29,7 @@ from multidict import MultiDict, MultiMapping
 from smsgw.api.keys import AUDIT, RECEIPTS, SETTINGS
 from smsgw.api.problems import Problem
 from smsgw.providers import factory, twilio, vonage
+from smsgw.redis_keys import RECEIPT_TTL_S
 from smsgw.settings import TwilioProviderSettings, VonageProviderSettings
 
 __all__ = ["receive_receipt"]
@@ -80,6 +85,7 @@ async def _twilio_receipt(
     presented = request.headers.get("X-Twilio-Signature", "")
     if not hmac.compare_digest(expected.encode(), presented.encode()):
         raise Problem(403, "invalid-signature", "Invalid signature", "X-Twilio-Signature")
+    _refuse_if_stale(_epoch(request.query.get("t")))
     status = twilio.RECEIPT_STATUSES.get(str(form.get("MessageStatus", "")))
     if status is None:
         return None
@@ -106,6 +112,7 @@ async def _vonage_params(request: web.Request) -> MultiMapping[Any]:
 
 
 def _vonage_receipt(params: MultiMapping[Any]) -> Receipt | None:
+    _refuse_if_stale(_vonage_time(params.get("message-timestamp")))
     status = vonage.RECEIPT_STATUSES.get(str(params.get("status", "")))
     if status is None:
         return None
@@ -116,6 +123,28 @@ def _vonage_receipt(params: MultiMapping[Any]) -> Receipt | None:
         provider_message_id=_text(params.get("messageId")),
         reason=f"vonage err-code {error}" if error and error != "0" else None,
     )
+
+
+def _refuse_if_stale(sent_at: float | None) -> None:
+    # Older than the memory of seen receipts: a replay could otherwise be recorded again.
+    if sent_at is not None and time.time() - sent_at > RECEIPT_TTL_S:
+        raise _bad("stale receipt: its message was sent too long ago")
+
+
+def _epoch(value: object) -> float | None:
+    if not isinstance(value, str) or not value.isdigit():
+        return None
+    return float(value)
+
+
+def _vonage_time(value: object) -> float | None:
+    # Vonage: "2026-11-28 12:00:00", UTC.
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _message_id(value: object) -> str:

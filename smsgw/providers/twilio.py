@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable
 from typing import Final
 from urllib.parse import quote, urlencode
@@ -93,7 +94,8 @@ class TwilioProvider(Provider):
     def _form(self, sms: OutgoingSms) -> bytes:
         fields = [("To", sms.to), ("Body", sms.body), *self._fixed_fields]
         if self._callback is not None:
-            query = urlencode([("message_id", sms.message_id)])
+            # When it was sent, inside the signed URL: a receipt replayed later is refused.
+            query = urlencode([("message_id", sms.message_id), ("t", str(int(time.time())))])
             fields.append(("StatusCallback", f"{self._callback}?{query}"))
         if sms.validity_s is not None:
             validity = min(max(sms.validity_s, _VALIDITY_MIN), _VALIDITY_MAX)

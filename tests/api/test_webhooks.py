@@ -167,6 +167,9 @@ async def test_vonage_receipts_by_get_and_by_json_post(
     assert trail["events"][-1]["reason"] == "vonage err-code 5"
     assert trail["events"][-1]["provider_message_id"] == "0A02"
 
+    long_ago = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 4 * 86400))
+    stale = {**delivered, "client-ref": second, "message-timestamp": long_ago}
+    assert (await client.get("/v1/webhooks/vonage", params=stale)).status == 400
     forged = {"messageId": "x", "status": "delivered", "client-ref": "msg_guess"}
     assert (await client.get("/v1/webhooks/vonage", params=forged)).status == 400
     broken = await client.post(
@@ -216,7 +219,10 @@ async def test_sends_ask_providers_to_report_to_our_webhook() -> None:
             await provider.close()
         twilio_form = parse_qs(http.requests[("POST", twilio_url)][0].kwargs["data"].decode())
         vonage_form = parse_qs(http.requests[("POST", vonage_url)][0].kwargs["data"].decode())
-    assert twilio_form["StatusCallback"] == [f"{PUBLIC}/v1/webhooks/twilio?message_id={sms_id}"]
+    callback = URL(twilio_form["StatusCallback"][0])
+    assert str(callback.with_query(None)) == f"{PUBLIC}/v1/webhooks/twilio"
+    assert callback.query["message_id"] == sms_id
+    assert abs(int(callback.query["t"]) - time.time()) < 5  # the send time, signed with it
     assert vonage_form["callback"] == [f"{PUBLIC}/v1/webhooks/vonage"]
     assert vonage_form["client-ref"] == [sms_id]
 
@@ -237,4 +243,18 @@ async def test_a_tampered_twilio_receipt_is_403(twilio_client: Client) -> None:
         other, data=signed, headers={"X-Twilio-Signature": signature}
     )
     assert response.status == 403
+    assert (await status_of(twilio_client, message_id))[0] == "sent"
+
+
+async def test_stale_receipts_are_refused(twilio_client: Client) -> None:
+    message_id = await sent_message(twilio_client)
+    four_days_ago = str(int(time.time()) - 4 * 86400)
+    path = f"/v1/webhooks/twilio?message_id={message_id}&t={four_days_ago}"
+    params = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "delivered"}
+    signature = RequestValidator(DEFAULT_AUTH_TOKEN).compute_signature(PUBLIC + path, params)
+    replayed = await twilio_client.post(
+        path, data=params, headers={"X-Twilio-Signature": signature}
+    )
+    assert replayed.status == 400
+    assert "stale" in (await replayed.json())["detail"]
     assert (await status_of(twilio_client, message_id))[0] == "sent"
