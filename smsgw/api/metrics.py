@@ -12,7 +12,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
-import msgspec
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,8 +37,7 @@ from smsgw.api.keys import (
     STATE,
 )
 from smsgw.limiter.redis import RedisLimiter
-from smsgw.settings import Settings
-from smsgw.supervise import ScalingPolicy, desired_workers
+from smsgw.supervise import desired_workers
 
 __all__ = ["ApiMetrics", "install", "metrics", "metrics_middleware", "watch_event_loop"]
 
@@ -213,16 +211,12 @@ async def metrics(request: web.Request) -> web.Response:
     instruments.replicas.labels(role).set(alive)
     workers_now = alive if role == "worker" else 1
     instruments.desired_workers.set(
-        desired_workers(_policy(settings), backlog_total, oldest, workers_now)
+        desired_workers(settings.scaling, backlog_total, oldest, workers_now)
     )
     instruments.draining.set(1 if app[STATE].draining else 0)
     return web.Response(
         body=generate_latest(instruments.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
-
-
-def _policy(settings: Settings) -> ScalingPolicy:
-    return ScalingPolicy(**msgspec.structs.asdict(settings.scaling))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -16,31 +16,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from smsgw.settings import ScalingSettings
+
 __all__ = ["Decision", "Scaler", "ScalingPolicy", "desired_workers"]
 
 
-@dataclass(frozen=True, slots=True)
-class ScalingPolicy:
-    min_workers: int = 1
-    max_workers: int = 4
-    # Messages one worker should have waiting, at most.
-    backlog_per_worker: int = 5000
-    # SMS/s one worker process sends (measure it: bench/RESULTS.md), and how long a backlog
-    # may take to drain.
-    worker_rate: float = 2000.0
-    drain_s: float = 30.0
-    # The oldest waiting message may be this old before one more worker is added.
-    max_age_s: float = 30.0
-    up_cooldown_s: float = 15.0
-    down_cooldown_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_workers <= self.max_workers or self.max_workers < 1:
-            raise ValueError("need 0 <= min_workers <= max_workers and max_workers >= 1")
-        if min(self.backlog_per_worker, self.worker_rate, self.drain_s, self.max_age_s) <= 0:
-            raise ValueError("backlog_per_worker, worker_rate, drain_s, max_age_s must be > 0")
-        if min(self.up_cooldown_s, self.down_cooldown_s) < 0:
-            raise ValueError("cooldowns must be >= 0")
+# The policy is its settings ([scaling]): validated once, at start-up, like every section.
+ScalingPolicy = ScalingSettings
 
 
 def desired_workers(policy: ScalingPolicy, backlog: int, oldest_age_s: float, current: int) -> int:
