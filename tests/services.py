@@ -23,6 +23,17 @@ def free_port() -> int:
         return port
 
 
+def _end(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server process and wait until it is gone (killed if it does not stop)."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class RedisServer:
     """A private redis-server that a test can stop, restart and flush."""
 
@@ -62,13 +73,7 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        _end(self._process)
         self._process = None
 
     def restart(self) -> None:
@@ -134,11 +139,5 @@ class DynaliteServer:
     def stop(self) -> None:
         # Waits for the exit: the next start() opens the same LevelDB, which is locked
         # until this process is gone.
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        _end(self._process)
         self._process = None
