@@ -597,9 +597,17 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str] | None = None)
         raise _config_error(str(exc)) from exc
 
 
+# Kubernetes service links: a Service named e.g. "smsgw-redis" puts SMSGW_REDIS_SERVICE_HOST,
+# SMSGW_REDIS_SERVICE_PORT_* and SMSGW_REDIS_PORT_6379_TCP_* into every pod's environment.
+# They are not settings; an unknown key would otherwise stop the start.
+_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)$")
+
+
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == "SMSGW_CONFIG":
+            continue
+        if _SERVICE_LINK.search(name):
             continue
         section_name, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
         section = _SCALAR_SECTIONS.get(section_name)

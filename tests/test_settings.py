@@ -457,3 +457,17 @@ def test_no_secret_shows_in_the_repr_of_the_settings() -> None:
     text = repr(settings)
     for secret in secrets.values():
         assert secret not in text
+
+
+def test_kubernetes_service_links_are_not_taken_for_settings() -> None:
+    env = {
+        "SMSGW_REDIS_SERVICE_HOST": "10.0.0.7",
+        "SMSGW_REDIS_SERVICE_PORT": "6379",
+        "SMSGW_REDIS_SERVICE_PORT_REDIS": "6379",
+        "SMSGW_REDIS_PORT_6379_TCP_ADDR": "10.0.0.7",
+        "SMSGW_REDIS_PORT_6379_TCP": "tcp://10.0.0.7:6379",
+        "SMSGW_SERVER_PORT": "9090",  # a real setting still applies
+    }
+    assert parse_settings({}, env=env).server.port == 9090
+    with pytest.raises(ConfigError):
+        parse_settings({}, env={"SMSGW_REDIS_HOSTNAME": "x"})  # a typo still fails

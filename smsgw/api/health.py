@@ -27,8 +27,13 @@ async def readyz(request: web.Request) -> web.Response:
     queue = app[QUEUE]
     if app[STATE].draining:
         raise Problem(503, "not-ready", "Not ready", "draining")
-    role = app[SETTINGS].server.role
-    if role != "worker" and queue.waiting() >= queue.max_size:
+    settings = app[SETTINGS]
+    role = settings.server.role
+    # Full is a reason to send work to another replica only if that one has its own queue:
+    # a shared (Redis) queue is full for every replica at once, and an API that answers 503
+    # with Retry-After itself serves clients better than a load balancer with no endpoints.
+    local_queue = not settings.uses_redis(settings.queue.backend)
+    if role != "worker" and local_queue and queue.waiting() >= queue.max_size:
         raise Problem(503, "not-ready", "Not ready", "queue full", headers={"Retry-After": "1"})
     body: dict[str, object] = {"status": "ready", "role": role, "queue_depth": queue.depth()}
     if DISPATCHER in app:

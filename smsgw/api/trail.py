@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,7 +179,7 @@ def _encode_cursor(cursor: str) -> str:
 def _decode_cursor(raw: str) -> str:
     try:
         return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # bad base64 (binascii.Error), non-ASCII, not UTF-8
         raise _bad_param("cursor", "not a cursor from this listing") from exc
 
 

@@ -411,6 +411,6 @@ class DynamoDbStore:
                 _log.warning(
                     "audit_ttl_not_enabled",
                     table=self._table,
-                    code=error.get("Code"),
+                    error_code=error.get("Code"),
                     detail=error.get("Message"),
                 )

@@ -124,7 +124,7 @@ async def test_migrate_without_ttl_support_warns_and_succeeds(
         await store.close()
     [warning] = [log for log in logs if log["event"] == "audit_ttl_not_enabled"]
     assert warning["log_level"] == "warning"
-    assert warning["code"] == "UnknownOperationException"
+    assert warning["error_code"] == "UnknownOperationException"
     assert warning["table"] == dynamodb_settings.table
 
 
