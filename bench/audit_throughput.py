@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiobotocore.session import get_session
+from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from aiohttp.test_utils import TestServer
 
 from smsgw.api.keys import AUDIT, DISPATCHER
@@ -164,7 +164,7 @@ async def _pipeline(url: str, directory: Path, rate: int, seconds: float) -> dic
     await server.start_server()
     lags: list[float] = []
     writer: AuditWriter = app[AUDIT]
-    writer.store = _TimedStore(writer.store, lags)  # type: ignore[assignment]
+    writer.store = _TimedStore(writer.store, lags)
     per_batch = max(1, rate // 10)
     sent_before = app[DISPATCHER].stats.sent
     async with aiohttp.ClientSession() as http:
