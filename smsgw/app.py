@@ -200,7 +200,12 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
             if "*" in provider_settings.countries:
                 countries = frozenset()
             routes.append(Route(provider, provider_settings.weight, countries))
-        app[ROUTER] = Router(routes, breaker=settings.breaker)
+        dispatch = settings.dispatch
+        app[ROUTER] = Router(
+            routes,
+            breaker=settings.breaker,
+            max_in_flight=max(1, int(dispatch.concurrency * dispatch.provider_share)),
+        )
         yield
     finally:
         for route in routes:

@@ -224,6 +224,9 @@ class AuditSettings(_Section, frozen=True, kw_only=True):
 class DispatchSettings(_Section, frozen=True, kw_only=True):
     # Sends in flight at once; each waits on the network, so this is far above the core count.
     concurrency: int = 128
+    # Share of `concurrency` one provider may hold while another could take the message: a
+    # provider that stops answering cannot starve the others of workers.
+    provider_share: float = 0.75
     max_attempts: int = 5
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -233,6 +236,8 @@ class DispatchSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("concurrency", "must be > 0")
         if self.max_attempts <= 0:
             raise _invalid("max_attempts", "must be > 0")
+        if not 0 < self.provider_share <= 1:
+            raise _invalid("provider_share", "must be in (0, 1]")
         if self.backoff_base_s <= 0 or self.backoff_max_s < self.backoff_base_s:
             raise _invalid("backoff_base_s", "must be > 0 and <= backoff_max_s")
 

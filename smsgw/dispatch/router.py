@@ -43,7 +43,11 @@ class Router:
         rng: random.Random | None = None,
         breaker: BreakerSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_in_flight: int | None = None,
     ) -> None:
+        """`max_in_flight`: sends one provider may have open while another provider could
+        take the message instead (a bulkhead: a provider that hangs cannot hold every
+        dispatcher worker). A provider that is the only choice is never capped."""
         if not routes:
             raise ValueError("at least one provider route is needed")
         if breaker is not None:
@@ -55,6 +59,8 @@ class Router:
         self._by_name = {route.provider.name: route for route in self._routes}
         self._rng = rng or random.Random()
         self._by_country: dict[str, tuple[Route, ...]] = {}
+        self._max_in_flight = max_in_flight
+        self.in_flight: Counter[str] = Counter()
         # (provider, new state) -> how often; for health output and metrics.
         self.transitions: Counter[tuple[str, str]] = Counter()
 
@@ -80,6 +86,10 @@ class Router:
         call's verdict: in half-open state the pick is the provider's one probe.
         """
         candidates = tuple(r for r in self._candidates(country) if _may_call(r))
+        if self._max_in_flight is not None and len(candidates) > 1:
+            cap = self._max_in_flight
+            roomy = tuple(r for r in candidates if self.in_flight[r.provider.name] < cap)
+            candidates = roomy or candidates
         if avoid:
             fresh = tuple(route for route in candidates if route.provider.name not in avoid)
             candidates = fresh or candidates
@@ -90,12 +100,14 @@ class Router:
                 weights = [r.weight for r in candidates]
                 chosen = self._rng.choices(candidates, weights=weights)[0]
             if chosen.breaker is None or chosen.breaker.allow():
+                self.in_flight[chosen.provider.name] += 1
                 return chosen.provider
             # Its probe went to another message meanwhile: choose among the rest.
             candidates = tuple(r for r in candidates if r is not chosen)
         return None
 
     def report(self, provider: str, verdict: Verdict) -> None:
+        self.in_flight[provider] -= 1
         breaker = self._by_name[provider].breaker
         if breaker is None:
             return

@@ -155,3 +155,18 @@ def test_a_throttled_probe_gives_the_probe_back() -> None:
     assert router.pick("US") is None  # one probe at a time
     router.report("a", "none")  # throttled: no verdict
     assert router.pick("US") is not None  # another message may probe
+
+
+def test_a_provider_with_all_its_share_in_flight_yields_to_another() -> None:
+    router = Router([route("a", 1000), route("b", 1)], rng=random.Random(5), max_in_flight=2)
+    picked = [router.pick("US") for _ in range(3)]
+    assert [p.name for p in picked if p] == ["a", "a", "b"]  # a holds its share: b takes it
+    router.report("a", "ok")
+    again = router.pick("US")
+    assert again is not None
+    assert again.name == "a"
+
+
+def test_the_only_provider_is_never_capped() -> None:
+    router = Router([route("a")], max_in_flight=1)
+    assert all(router.pick("US") is not None for _ in range(5))
