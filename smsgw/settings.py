@@ -230,6 +230,9 @@ class DispatchSettings(_Section, frozen=True, kw_only=True):
     max_attempts: int = 5
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # A message still unsent this long after it was accepted expires (OTPs sooner: their
+    # validity).
+    max_age_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.concurrency <= 0:
@@ -238,6 +241,8 @@ class DispatchSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("max_attempts", "must be > 0")
         if not 0 < self.provider_share <= 1:
             raise _invalid("provider_share", "must be in (0, 1]")
+        if self.max_age_s <= 0:
+            raise _invalid("max_age_s", "must be > 0")
         if self.backoff_base_s <= 0 or self.backoff_max_s < self.backoff_base_s:
             raise _invalid("backoff_base_s", "must be > 0 and <= backoff_max_s")
 

@@ -124,6 +124,9 @@ class Dispatcher:
                     await self._queue.retry_later(message, self._settings.backoff_max_s)
 
     async def _deliver(self, message: Message) -> None:
+        if self._too_old(message):
+            await self._expire(message, f"not sent within {self._settings.max_age_s:g} s")
+            return
         if _is_expired(message):
             await self._expire(message)
             return
@@ -214,6 +217,11 @@ class Dispatcher:
         self.stats.circuit_waits += 1
         self._audit.record(message.id, "retry", reason="every provider's circuit is open")
         await self._queue.retry_later(message, delay)
+
+    def _too_old(self, message: Message) -> bool:
+        # Messages without a validity (bulk) still end: a provider that throttles forever
+        # must not keep one circling in the queue (throttle answers do not count attempts).
+        return time.time() - message.created_at > self._settings.max_age_s
 
     async def _acquire_slot(self, provider: str) -> None:
         started = time.monotonic()

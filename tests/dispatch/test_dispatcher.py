@@ -447,3 +447,16 @@ async def test_when_every_circuit_is_open_messages_wait_instead_of_failing(
     assert rig.stats["expired"] == 1
     assert rig.stats["failed"] == 0
     assert rig.audit.kinds("msg_otp")[-1] == "expired"
+
+
+async def test_a_message_that_cannot_go_out_for_too_long_expires(make_rig: MakeRig) -> None:
+    rig = await make_rig(
+        {"twilio": [throttled("0.05")]},
+        settings=DispatchSettings(concurrency=1, max_age_s=0.5),
+    )
+    message = sms(id="msg_bulk")  # no validity of its own
+    await rig.run(message, timeout_s=3.0)
+
+    assert rig.stats["throttled"] >= 2
+    assert rig.stats["expired"] == 1
+    assert rig.audit.kinds("msg_bulk")[-1] == "expired"
