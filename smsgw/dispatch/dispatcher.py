@@ -155,8 +155,16 @@ class Dispatcher:
             await self._queue.ack(message)
             return "none"
         remaining = message.remaining_s(time.time())
+        # Taken over from a replica that died mid-send: it may have gone out already.
+        taken_over = self._queue.taken_over(message)
+        if taken_over:
+            self.stats.possible_duplicates += 1
         self._audit.record(
-            message.id, "sending", provider=provider.name, attempt=message.attempts + 1
+            message.id,
+            "sending",
+            provider=provider.name,
+            attempt=message.attempts + 1,
+            possible_duplicate=taken_over,
         )
         sms = OutgoingSms(
             message_id=message.id,

@@ -67,6 +67,10 @@ class MessageQueue(Protocol):
         follows once the outcome is recorded.
         """
 
+    def taken_over(self, message: Message) -> bool:
+        """True if this delivery took `message` over from a consumer that stopped answering:
+        that consumer may have sent it already, so sending it is a possible duplicate."""
+
     async def was_sent(self, message: Message) -> bool:
         """True if `message` is a redelivered copy another consumer already finished.
 

@@ -99,6 +99,9 @@ class MemoryQueue:
     async def was_sent(self, message: Message) -> bool:
         return False
 
+    def taken_over(self, message: Message) -> bool:
+        return False
+
     def _enqueue(self, message: Message) -> None:
         self._empty.clear()
         self._ready.put_nowait((_PRIORITY_RANK[message.priority], next(self._sequence), message))

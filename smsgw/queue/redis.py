@@ -264,6 +264,10 @@ class RedisQueue:
         if held is not None:
             self._add_op(_Op("mark", held.index, held.entry_id, held))
 
+    def taken_over(self, message: Message) -> bool:
+        held = self._in_flight.get(id(message))
+        return held is not None and held.reclaimed
+
     async def was_sent(self, message: Message) -> bool:
         held = self._in_flight.get(id(message))
         if held is None or not self._may_have_copy(held, time.monotonic()):

@@ -205,7 +205,7 @@ async def test_201_is_sent(make_rig: MakeRig) -> None:
     assert rig.queue.depth() == 0
     assert rig.audit.kinds(message.id) == ["sending", "sent"]
     (_, _, sending), (_, _, sent) = rig.audit.events
-    assert sending == {"provider": "twilio", "attempt": 1}
+    assert sending == {"provider": "twilio", "attempt": 1, "possible_duplicate": False}
     assert sent["provider_message_id"].startswith("SM")
     assert sent["attempt"] == 1
 
