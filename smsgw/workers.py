@@ -116,7 +116,7 @@ def _supervise(children: list[_Child], stopping: list[int], stop_timeout_s: floa
         if not stopping:
             for child in children:
                 if child.proc is not None and child.proc.poll() is not None:
-                    _log.error("worker_died", worker=child.index, code=child.proc.returncode)
+                    _log.error("worker_died", worker=child.index, exit_code=child.proc.returncode)
                     if time.monotonic() - child.started_at < _RESTART_BACKOFF_S:
                         time.sleep(_RESTART_BACKOFF_S)
                     child.start()

@@ -32,11 +32,14 @@ from smsgw.api.keys import (
     METRICS,
     OTP,
     QUEUE,
+    REDIS,
     ROUTER,
     SETTINGS,
     STATE,
 )
 from smsgw.limiter.redis import RedisLimiter
+from smsgw.redis_keys import RedisKeys
+from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.supervise import desired_workers
 
 __all__ = ["ApiMetrics", "install", "metrics", "metrics_middleware", "watch_event_loop"]
@@ -209,7 +212,7 @@ async def metrics(request: web.Request) -> web.Response:
     role = settings.server.role
     alive = app[HEARTBEAT].alive if HEARTBEAT in app else 1
     instruments.replicas.labels(role).set(alive)
-    workers_now = alive if role == "worker" else 1
+    workers_now = alive if role == "worker" else await _workers_alive(app)
     instruments.desired_workers.set(
         desired_workers(settings.scaling, backlog_total, oldest, workers_now)
     )
@@ -217,6 +220,15 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=generate_latest(instruments.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
+
+
+async def _workers_alive(app: web.Application) -> int:
+    """Dispatching replicas with a recent heartbeat (this one alone without Redis)."""
+    if REDIS not in app:
+        return 1
+    roll = await beats(app[REDIS], RedisKeys(app[SETTINGS].redis.key_prefix), "worker")
+    fresh = time.time() - BEAT_TTL_S  # beats are on Redis' clock; NTP keeps them close
+    return sum(1 for last in roll.values() if last >= fresh)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
