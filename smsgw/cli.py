@@ -1,4 +1,4 @@
-"""The `smsgw` command: serve, check-config, migrate."""
+"""The `smsgw` command: serve, check-config, migrate, supervise."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from smsgw.audit import open_store
 from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.log import configure_logging
 from smsgw.settings import AuditSettings, Settings, load_settings
+from smsgw.supervise import add_supervise_arguments, run_supervise
 from smsgw.workers import run_workers
 
 __all__ = ["main"]
@@ -64,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     migrate.add_argument("--config", help="TOML file (default: $SMSGW_CONFIG, else built-ins)")
 
+    supervise = commands.add_parser(
+        "supervise", help="run and autoscale queue worker processes (needs redis.url)"
+    )
+    add_supervise_arguments(supervise)
+
     args = parser.parse_args(argv)
     config_path = args.config or os.environ.get("SMSGW_CONFIG")
     env = dict(os.environ)
@@ -77,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             configure_logging("info")
             return asyncio.run(_migrate(settings.audit))
+        if args.command == "supervise":
+            return run_supervise(settings, args, config_path)
         settings = _with_bind_overrides(settings, args.host, args.port)
         if args.workers < 1:
             raise ConfigError("--workers", "must be >= 1")
