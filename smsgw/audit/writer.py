@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -40,6 +41,8 @@ _log = structlog.get_logger("smsgw.audit")
 WRITE_TIMEOUT_S = 10.0
 # Events per store call while replaying the spool.
 REPLAY_CHUNK = 5_000
+# Store lags kept for benchmarks and metrics: the most recent ones only (~6 MB at most).
+LAGS_KEPT = 200_000
 RETRY_BASE_S = 0.25
 RETRY_MAX_S = 5.0
 
@@ -89,6 +92,7 @@ class AuditWriter:
         self._replayer: asyncio.Task[None] | None = None
         self._spills: set[asyncio.Task[None]] = set()
         self.stats = AuditStats()
+        self._lags: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
 
     # -- recording (hot path: no I/O, no awaiting) --
 
@@ -136,6 +140,13 @@ class AuditWriter:
 
     def spool_bytes(self) -> int:
         return self._spool.size_bytes()
+
+    @property
+    def lags(self) -> collections.deque[float]:
+        """Recent store lags in seconds (stored - event time), oldest first, for benchmarks
+        and metrics: the last LAGS_KEPT events stored, directly or from the spool. Read it,
+        do not change it."""
+        return self._lags
 
     # -- lifecycle --
 
@@ -206,8 +217,13 @@ class AuditWriter:
                 _log.warning("audit_store_unavailable", events=len(batch), detail=str(exc))
             else:
                 self.stats.stored += len(batch)
+                self._note_lags(batch)
                 return
         await self._to_spool(batch)
+
+    def _note_lags(self, events: list[AuditEvent]) -> None:
+        now = time.time()
+        self._lags.extend([now - event.at for event in events])
 
     async def _to_spool(self, batch: list[AuditEvent]) -> None:
         async with self._spool_lock:
@@ -261,5 +277,6 @@ class AuditWriter:
                         await asyncio.wait_for(self.store.write(chunk), WRITE_TIMEOUT_S)
                     except TimeoutError as exc:
                         raise AuditUnavailable("audit store write timed out") from exc
+                    self._note_lags(chunk)
                 self.stats.replayed += len(events)
                 self._spool.remove(path)
