@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from bench.fake_provider import twilio_provider_toml
 from bench.loadgen import start_process, stop_process, wait_ready
 from bench.vonage_shapes import VonageAccount
 
@@ -56,17 +56,7 @@ max_size = 100000
 concurrency = 128
 backoff_base_s = 0.05
 backoff_max_s = 0.5
-[[providers]]
-name = "twilio"
-kind = "twilio"
-weight = 1
-rate = 10000
-timeout_s = {timeout_s}
-connect_timeout_s = 1
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
-base_url = "{twilio_url}"
+{twilio_provider_toml(twilio_url, weight=1, rate=10000, timeout_s=timeout_s, connect_timeout_s=1)}
 [[providers]]
 name = "vonage"
 kind = "vonage"

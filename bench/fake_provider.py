@@ -75,6 +75,7 @@ __all__ = [
     "VonageAccount",
     "main",
     "max_in_sliding_window",
+    "twilio_provider_toml",
 ]
 
 
@@ -456,6 +457,23 @@ def max_in_sliding_window(times: Sequence[float], window_s: float = 1.0) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def twilio_provider_toml(url: str, *, name: str = "twilio", **extra: Any) -> str:
+    """An smsgw `[[providers]]` block for a Twilio provider sending to the fake at `url` with
+    its default account; `extra` adds settings (values written as TOML, e.g. `rate=5000`)."""
+    lines = [
+        "[[providers]]",
+        f'name = "{name}"',
+        'kind = "twilio"',
+        f'base_url = "{url}"',
+        f'account_sid = "{DEFAULT_ACCOUNT_SID}"',
+        f'auth_token = "{DEFAULT_AUTH_TOKEN}"',
+        'from = "+15005550006"',
+    ]
+    return "\n".join(
+        lines + [f"{key} = {orjson.dumps(value).decode()}" for key, value in extra.items()]
+    )
 
 
 # -- script mode --------------------------------------------------------------------

@@ -25,7 +25,6 @@ import contextlib
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from bench.fake_provider import twilio_provider_toml
 from bench.loadgen import start_process, stop_process
 from bench.queue_throughput import private_redis
 from smsgw.queue.message import Message
@@ -45,6 +44,7 @@ from smsgw.queue.redis import RedisQueue
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.settings import QueueSettings
+from tests.services import free_port
 
 KEYS = RedisKeys()
 SAMPLE_S = 0.1
@@ -82,23 +82,10 @@ concurrency = {args.concurrency}
 [scaling]
 up_cooldown_s = {args.up_cooldown}
 down_cooldown_s = {args.down_cooldown}
-[[providers]]
-name = "twilio"
-kind = "twilio"
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
-base_url = "{fake_url}"
+{twilio_provider_toml(fake_url)}
 """
     )
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> str:
@@ -151,7 +138,7 @@ async def _run(args: argparse.Namespace, directory: Path, redis_url: str) -> Non
     )
     fake_url = f"http://127.0.0.1:{fake_port}"
     config = _config(directory, redis_url, fake_url, args)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     log = (directory / "supervise.log").open("ab")
     argv = [sys.executable, "-m", "smsgw", "supervise", "--config", str(config)]
     argv += ["--min", "1", "--max", str(args.max), "--interval", str(args.interval)]

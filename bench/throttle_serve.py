@@ -12,7 +12,8 @@ CLOCK_MONOTONIC time it was offered, so queue wait = arrival at the fake - offer
 Reported: most arrivals at the fake in any sliding 1 s window and how many windows (one
 starting at each arrival) exceed the rate; the sustained rate between the first and last
 arrival as a share of the rate; Redis commands per SMS (INFO commandstats delta over the
-run); p50/p99 queue wait. A PNG of arrivals per 100 ms goes to bench/throttle_serve.png.
+run); p50/p99 queue wait. A PNG of arrivals per 100 ms goes to bench/throttle_serve.png
+(bench/throttle_serve_N.png for another number of replicas).
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ from pathlib import Path
 import aiohttp
 import redis
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
+from bench.fake_provider import (
+    max_in_sliding_window,
+    twilio_provider_toml,
+)
 from bench.loadgen import start_process, stop_process, wait_ready
 from tests.services import RedisServer
 
 BATCH = 1000
-CHART = Path(__file__).with_name("throttle_serve.png")
+
+
+# The default run's chart is bench/throttle_serve.png; other replica counts get their own file.
+def _chart_path(replicas: int) -> Path:
+    suffix = "" if replicas == 3 else f"_{replicas}"
+    return Path(__file__).with_name(f"throttle_serve{suffix}.png")
 
 
 def _config(directory: Path, redis_url: str, fake_url: str, rate: float, limiter: str) -> Path:
@@ -57,14 +66,7 @@ max_size = 200000
 backend = "{limiter}"
 [dispatch]
 concurrency = 128
-[[providers]]
-name = "twilio"
-kind = "twilio"
-rate = {rate}
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
-base_url = "{fake_url}"
+{twilio_provider_toml(fake_url, rate=rate)}
 """
     )
     return path
@@ -132,7 +134,7 @@ def _windows_over(times: list[float], limit: int) -> int:
     return over
 
 
-def _chart(times: list[float], rate: float) -> None:
+def _chart(times: list[float], rate: float, replicas: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,10 +149,13 @@ def _chart(times: list[float], rate: float) -> None:
     axis.axhline(rate / 10, color="red", linestyle="--", label=f"limit ({rate:.0f}/s)")
     axis.set_xlabel("seconds since first arrival")
     axis.set_ylabel("SMS per 100 ms")
-    axis.set_title("3 smsgw serve replicas, one Redis, one provider")
+    replicas_named = (
+        "1 smsgw serve replica" if replicas == 1 else f"{replicas} smsgw serve replicas"
+    )
+    axis.set_title(f"{replicas_named}, one Redis, one provider")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(CHART, dpi=100)
+    figure.savefig(path, dpi=100)
 
 
 def main() -> None:
@@ -223,8 +228,9 @@ def main() -> None:
     print(f"| busiest Redis commands | {', '.join(f'{n} {c}' for n, c in top)} |")
     print(f"| queue wait p50 / p99 | {statistics.median(waits):.2f} s / "
           f"{waits[int(len(waits) * 0.99)]:.2f} s |")  # fmt: skip
-    _chart(times, args.rate)
-    print(f"\nchart: {CHART}")
+    chart = _chart_path(args.replicas)
+    _chart(times, args.rate, args.replicas, chart)
+    print(f"\nchart: {chart}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from bench.fake_provider import twilio_provider_toml
 from bench.loadgen import start_process, stop_process, wait_ready
+from tests.services import free_port
 
 BATCH = 1000
 IN_FLIGHT = 8
@@ -48,23 +48,10 @@ secret = "bench-secret-0123456789"
 max_size = 200000
 [dispatch]
 concurrency = 128
-[[providers]]
-name = "twilio"
-kind = "twilio"
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
-base_url = "{fake_url}"
+{twilio_provider_toml(fake_url)}
 """
     )
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -115,7 +102,7 @@ def _run(workers: int, messages: int) -> tuple[float, float]:
         try:
             fake_url = f"http://127.0.0.1:{fake_port}"
             wait_ready(f"{fake_url}/healthz")
-            port = _free_port()
+            port = free_port()
             argv = ["python", "-m", "smsgw", "serve", "--config", str(_config(directory, fake_url))]
             argv += ["--log-level", "warning", "--workers", str(workers)]
             # A fixed port: the worker processes share it.

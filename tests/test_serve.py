@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
+from bench.fake_provider import (
+    max_in_sliding_window,
+    twilio_provider_toml,
+)
+from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OTP_SECRET = "serve-test-secret-0123456789"
@@ -27,13 +30,6 @@ PHONES = [f"+141555501{n:02d}" for n in range(100)]
 def clean_env() -> dict[str, str]:
     """The environment without SMSGW_* settings that would override the test's config."""
     return {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -89,14 +85,7 @@ secret = "{OTP_SECRET}"
 [queue]
 max_size = 10000
 
-[[providers]]
-name = "twilio"
-kind = "twilio"
-rate = {rate}
-base_url = "{fake_url}"
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
+{twilio_provider_toml(fake_url, rate=rate)}
 """
     )
     return path

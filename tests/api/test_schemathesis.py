@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from bench.fake_provider import twilio_provider_toml
 from bench.vonage_shapes import VonageAccount
 from tests.test_serve import fake_provider
 
@@ -87,13 +87,7 @@ name = "console"
 kind = "console"
 path = "{directory}/sms.jsonl"
 
-[[providers]]
-name = "twilio"
-kind = "twilio"
-base_url = "{fake_url}"
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
+{twilio_provider_toml(fake_url)}
 
 [[providers]]
 name = "vonage"

@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 import redis
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from bench.loadgen import wait_ready
 from bench.vonage_shapes import VonageAccount
 from tests.services import free_port
@@ -46,7 +45,6 @@ __all__ = [
     "delivered_keys",
     "smsgw_config",
     "sqlite_events",
-    "twilio_provider",
     "vonage_provider",
 ]
 
@@ -120,19 +118,6 @@ class FakeProvider:
 
     def stop(self) -> None:
         _stop(self.proc)
-
-
-def twilio_provider(url: str, *, name: str = "twilio", **extra: Any) -> str:
-    lines = [
-        "[[providers]]",
-        f'name = "{name}"',
-        'kind = "twilio"',
-        f'base_url = "{url}"',
-        f'account_sid = "{DEFAULT_ACCOUNT_SID}"',
-        f'auth_token = "{DEFAULT_AUTH_TOKEN}"',
-        'from = "+15005550006"',
-    ]
-    return "\n".join(lines + [f"{key} = {json.dumps(value)}" for key, value in extra.items()])
 
 
 def vonage_provider(url: str, *, name: str = "vonage", **extra: Any) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiobotocore.session import get_session
 
-from bench.fake_provider import max_in_sliding_window
+from bench.fake_provider import max_in_sliding_window, twilio_provider_toml
 from tests.faults.harness import (
     LIFECYCLE,
     FakeProvider,
@@ -35,7 +35,6 @@ from tests.faults.harness import (
     delivered_keys,
     smsgw_config,
     sqlite_events,
-    twilio_provider,
     vonage_provider,
 )
 from tests.services import DynaliteServer
@@ -222,7 +221,7 @@ async def replica_sigkill(
         redis.start()
         processes.add(redis.stop)
         fake = _fake(processes, directory, "fake", "--latency-ms", str(latency_ms))
-        providers = [twilio_provider(fake.url)]
+        providers = [twilio_provider_toml(fake.url)]
         replicas = [
             _replica(
                 processes,
@@ -291,7 +290,7 @@ async def redis_restart(
         redis.start()
         processes.add(redis.stop)
         fake = _fake(processes, directory, "fake", "--latency-ms", "20")
-        providers = [twilio_provider(fake.url, rate=provider_rate)]
+        providers = [twilio_provider_toml(fake.url, rate=provider_rate)]
         replicas = [
             _replica(processes, directory, name, providers, redis={"url": redis.url})
             for name in ("a", "b")
@@ -373,7 +372,7 @@ async def dynamodb_outage(
         }
         config = smsgw_config([], audit=audit)
         await asyncio.to_thread(_migrate, directory, config)
-        replica = _replica(processes, directory, "a", [twilio_provider(fake.url)], audit=audit)
+        replica = _replica(processes, directory, "a", [twilio_provider_toml(fake.url)], audit=audit)
         load = Load("dynamo")
         back_at = 0.0
         recovered_at: float | None = None
@@ -434,7 +433,7 @@ async def hung_provider(
         twilio = _fake(processes, directory, "twilio")
         vonage = _fake(processes, directory, "vonage")
         providers = [
-            twilio_provider(twilio.url, timeout_s=timeout_s, connect_timeout_s=1.0),
+            twilio_provider_toml(twilio.url, timeout_s=timeout_s, connect_timeout_s=1.0),
             vonage_provider(vonage.url, timeout_s=timeout_s, connect_timeout_s=1.0),
         ]
         replica = _replica(processes, directory, "a", providers)
@@ -517,7 +516,7 @@ async def disk_full(
         processes.add(lambda: _unmount(disk))
         fake = _fake(processes, directory, "fake", "--latency-ms", "10")
         audit = {"path": str(disk / "audit.sqlite3"), "spool_dir": str(disk / "spool")}
-        replica = _replica(processes, directory, "a", [twilio_provider(fake.url)], audit=audit)
+        replica = _replica(processes, directory, "a", [twilio_provider_toml(fake.url)], audit=audit)
         load = Load("disk")
         freed_at = 0.0
         recovered_at: float | None = None

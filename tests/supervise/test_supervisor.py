@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from bench.fake_provider import twilio_provider_toml
 from smsgw import cli
 from smsgw.queue.message import Message
 from smsgw.queue.redis import RedisQueue
@@ -86,13 +86,7 @@ max_age_s = 600.0
 up_cooldown_s = 1.0
 down_cooldown_s = {DOWN_COOLDOWN_S}
 
-[[providers]]
-name = "twilio"
-kind = "twilio"
-base_url = "{fake_url}"
-account_sid = "{DEFAULT_ACCOUNT_SID}"
-auth_token = "{DEFAULT_AUTH_TOKEN}"
-from = "+15005550006"
+{twilio_provider_toml(fake_url)}
 """
     )
     return config
