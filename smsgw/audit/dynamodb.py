@@ -170,6 +170,11 @@ class DynamoDbStore:
             # the writer spools rather than waiting on a sick endpoint.
             retries={"mode": "standard", "max_attempts": 2},
             max_pool_connections=max(10, settings.max_in_flight + 4),
+            # botocore checks every request against the API model before sending it: about
+            # a quarter of the writer's CPU (bench/RESULTS.md, issue 5). Our requests come
+            # from encode_item and fixed shapes the tests run against dynalite, and the
+            # server still refuses a malformed one (ValidationException).
+            parameter_validation=False,
         )
         options: dict[str, Any] = {"region_name": settings.region, "config": config}
         if settings.endpoint_url is not None:

@@ -1,7 +1,8 @@
 """The audit writer: callers record events without waiting; a background task stores them.
 
 - `record()` only appends to an in-memory buffer. A flusher task writes the buffer to the
-  store every `flush_interval_s`, or as soon as `batch_size` events wait.
+  store every `flush_interval_s`, or as soon as `batch_size` events wait, at most
+  STORE_CHUNK events per store call.
 - When the store cannot take a batch, the batch goes to the spool on local disk, and so does
   every later batch until the spool is replayed: events reach the store in the order they
   were spooled. A replay task retries with backoff and returns to direct writes once the
@@ -39,8 +40,10 @@ _log = structlog.get_logger("smsgw.audit")
 
 # One store write may not take longer than this; beyond it the batch is spooled.
 WRITE_TIMEOUT_S = 10.0
-# Events per store call while replaying the spool.
-REPLAY_CHUNK = 5_000
+# Events per store call, from the buffer or the spool: a backlog is written in calls this size
+# (200 BatchWriteItem requests), each short enough to finish well within WRITE_TIMEOUT_S,
+# instead of one call that would time out and send everything to the spool.
+STORE_CHUNK = 5_000
 # Store lags kept for benchmarks and metrics: the most recent ones only (~6 MB at most).
 LAGS_KEPT = 200_000
 RETRY_BASE_S = 0.25
@@ -158,9 +161,10 @@ class AuditWriter:
             self._spooled.set()
 
     async def flush(self) -> None:
-        """Store (or spool) everything recorded so far. Never cancel it midway: the events
-        it took from the buffer would be lost."""
-        batch, self._buffer = self._buffer, []
+        """Store (or spool) the oldest STORE_CHUNK events recorded. Never cancel it midway:
+        the events it took from the buffer would be lost."""
+        batch = self._buffer[:STORE_CHUNK]
+        del self._buffer[:STORE_CHUNK]
         await self._store_or_spool(batch)
 
     async def close(self, timeout_s: float = 10.0) -> None:
@@ -271,8 +275,8 @@ class AuditWriter:
                     return
             for path in segments:
                 events = await asyncio.to_thread(self._spool.read, path)
-                for start in range(0, len(events), REPLAY_CHUNK):
-                    chunk = events[start : start + REPLAY_CHUNK]
+                for start in range(0, len(events), STORE_CHUNK):
+                    chunk = events[start : start + STORE_CHUNK]
                     try:
                         await asyncio.wait_for(self.store.write(chunk), WRITE_TIMEOUT_S)
                     except TimeoutError as exc:

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from smsgw.audit import AuditEvent, AuditWriter, Spool
 from smsgw.audit.sqlite import SqliteStore
+from smsgw.audit.writer import STORE_CHUNK
 from smsgw.errors import AuditUnavailable
 from smsgw.settings import AuditSettings
 
@@ -104,6 +105,26 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval(
 
     await wait_until(stored, timeout=2.0)
     assert store.write_calls == [10]
+    await writer.close()
+
+
+async def test_a_backlog_is_written_in_calls_of_at_most_store_chunk_events(
+    store: SwitchableStore, tmp_path: Path
+) -> None:
+    # A store slower than the traffic lets a backlog build; one call with all of it could
+    # outlast WRITE_TIMEOUT_S and send everything to the spool.
+    backlog = 2 * STORE_CHUNK + 123
+    writer = make_writer(store, audit_settings(tmp_path, max_buffer=10 * STORE_CHUNK))
+    for n in range(backlog):
+        writer.record(f"msg_{n}", "queued")
+
+    async def stored() -> bool:
+        return sum(store.write_calls) == backlog
+
+    await wait_until(stored, timeout=30.0)
+    assert store.write_calls == [STORE_CHUNK, STORE_CHUNK, 123]
+    assert writer.stats.spooled == 0
+    assert writer.stats.stored == backlog
     await writer.close()
 
 
