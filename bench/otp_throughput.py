@@ -28,6 +28,11 @@ def _smsgw_config(directory: Path) -> Path:
         f'spool_dir = "{directory / "audit-spool"}"\n'
         "[otp]\n"
         'secret = "bench-secret-0123456789"\n'
+        # wrk's numbers all go to +1 415, which is what SMS pumping looks like: the guard
+        # still counts every start, but floors this high never refuse one.
+        "[abuse]\n"
+        "prefix_floor = 1000000000\n"
+        "country_floor = 1000000000\n"
         "[[providers]]\n"
         'name = "console"\n'
         'kind = "console"\n'
