@@ -90,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--workers", "must be >= 1")
         if args.workers > 1 and settings.server.port == 0:
             raise ConfigError("--port", "--workers needs a fixed port for its processes to share")
+        if args.workers > 1 and not settings.uses_redis(settings.otp.store):
+            # Each process would keep its own verifications, send counters and idempotency
+            # keys: a code started in one could not be verified in another, and per-number
+            # limits would be N times looser.
+            raise ConfigError(
+                "otp.store",
+                "--workers needs OTP state shared by its processes: set redis.url "
+                "(the OTP store then lives in Redis)",
+            )
     except ConfigError as exc:
         print(f"smsgw: configuration error: {exc.key}: {exc.problem}", file=sys.stderr)
         return 2

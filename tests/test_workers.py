@@ -33,10 +33,14 @@ def children_of(pid: int) -> list[int]:
 
 
 @pytest.mark.timeout(90)
-async def test_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path) -> None:
+async def test_two_workers_share_the_port_and_drain_on_sigterm(
+    tmp_path: Path, redis_url: str
+) -> None:
     sms = tmp_path / "sms.jsonl"
     config = tmp_path / "smsgw.toml"
+    # OTP state in Redis (--workers requires it); the queue stays in each process.
     config.write_text(
+        f'[redis]\nurl = "{redis_url}"\n[queue]\nbackend = "memory"\n'
         f'[otp]\nsecret = "{OTP_SECRET}"\n'
         f'[[providers]]\nname = "console"\nkind = "console"\npath = "{sms}"\n'
     )
@@ -94,3 +98,9 @@ def test_with_the_memory_limiter_each_worker_takes_its_share_of_the_rate() -> No
 def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     assert cli.main(["serve", "--port", "0", "--workers", "2"]) == 2
     assert cli.main(["serve", "--workers", "0"]) == 2
+
+
+def test_workers_need_the_otp_state_in_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    # In memory, a code started in one process could not be verified in another.
+    assert cli.main(["serve", "--port", "18080", "--workers", "2"]) == 2
+    assert "otp.store" in capsys.readouterr().err
