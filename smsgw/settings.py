@@ -427,19 +427,29 @@ class ConsoleProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="con
     path: str | None = None
 
 
+VonageSignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
+
+
 class VonageProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="vonage"):
-    _secret_fields = frozenset({"api_secret"})
+    _secret_fields = frozenset({"api_secret", "signature_secret"})
 
     api_key: str
     api_secret: str
     # A number (E.164, with or without '+') or an alphanumeric sender id.
     from_: str = msgspec.field(name="from")
     base_url: str = "https://rest.nexmo.com"
+    # Signed webhooks (enabled on the Vonage account): receipts must then carry a valid
+    # `sig` and a recent `timestamp`. The method is the one chosen in Vonage's dashboard:
+    # "md5hash" (its default) or an HMAC ("md5", "sha1", "sha256", "sha512").
+    signature_secret: str | None = None
+    signature_method: VonageSignatureMethod = "md5hash"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_present("api_key", self.api_key)
         _check_present("api_secret", self.api_secret)
+        if self.signature_secret is not None:
+            _check_present("signature_secret", self.signature_secret)
         if not re.fullmatch(r"\+?[0-9]{1,15}|[A-Za-z0-9 ]{1,11}", self.from_):
             raise _invalid("from", "use a number of up to 15 digits or up to 11 letters/digits")
         _check_url("base_url", self.base_url)

@@ -215,6 +215,16 @@ def test_empty_secret_counts_as_missing() -> None:
     assert error.key == "otp.secret"
 
 
+VONAGE = {"name": "v", "kind": "vonage", "api_key": "k", "api_secret": "s", "from": "smsgw"}
+
+
+def test_vonage_signature_settings_are_checked() -> None:
+    empty = config_error({"providers": [{**VONAGE, "signature_secret": "env:E"}]}, env={"E": " "})
+    assert empty.key == "providers[0].signature_secret"
+    method = config_error({"providers": [{**VONAGE, "signature_method": "crc32"}]})
+    assert method.key == "providers[0].signature_method"
+
+
 def test_secret_of_a_client_names_the_key() -> None:
     assert config_error({"clients": [{"name": "a", "key": "env:NOPE"}]}).key == "clients[0].key"
 
@@ -435,6 +445,8 @@ def test_no_secret_shows_in_the_repr_of_the_settings() -> None:
         "redis": "redis-password-42",
         "aws": "aws-secret-access-key-1",
         "twilio": "twilio-token-0123456789",
+        "vonage": "vonage-secret-0123456789",
+        "vonage_sig": "vonage-signature-secret-0123",
     }
     settings = parse_settings(
         {
@@ -449,7 +461,15 @@ def test_no_secret_shows_in_the_repr_of_the_settings() -> None:
                     "account_sid": "AC1",
                     "auth_token": secrets["twilio"],
                     "from": "+15005550006",
-                }
+                },
+                {
+                    "name": "vonage",
+                    "kind": "vonage",
+                    "api_key": "k",
+                    "api_secret": secrets["vonage"],
+                    "signature_secret": secrets["vonage_sig"],
+                    "from": "smsgw",
+                },
             ],
         },
         env={},

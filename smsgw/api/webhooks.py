@@ -6,8 +6,10 @@ before the replica that sent it has stored its own events: it is simply recorded
 id, and the trail is complete once everything is stored.
 
 Twilio receipts must carry a valid `X-Twilio-Signature` for the configured public URL (403
-otherwise). Vonage receipts are accepted for ids of our shape; those ids are 128 random bits,
-so a forger would have to know one. A receipt that repeats one already recorded (Twilio
+otherwise). Vonage receipts must carry a valid `sig` and a `timestamp` of the last 5 minutes
+when the provider has a `signature_secret` (signed webhooks on the Vonage account); without
+one they are accepted for ids of our shape, which are 128 random bits, so a forger would
+have to know one. A receipt that repeats one already recorded (Twilio
 retries, a provider sending twice) changes nothing; intermediate statuses are ignored; a
 receipt older than the memory of seen ones (Twilio: the send time in the signed callback URL;
 Vonage: `message-timestamp`) is refused as stale, so a replay cannot be recorded again.
@@ -35,6 +37,8 @@ from smsgw.settings import TwilioProviderSettings, VonageProviderSettings
 __all__ = ["receive_receipt"]
 
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
+# A signed Vonage receipt must have been signed within this long (either way: clock skew).
+SIGNED_RECEIPT_MAX_AGE_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,10 @@ async def receive_receipt(request: web.Request) -> web.Response:
     if isinstance(entry, TwilioProviderSettings):
         receipt = await _twilio_receipt(request, entry, factory.receipt_url(public_url, name))
     else:
-        receipt = _vonage_receipt(await _vonage_params(request))
+        params = await _vonage_params(request)
+        if entry.signature_secret is not None:
+            _check_vonage_signature(params, entry)
+        receipt = _vonage_receipt(params)
     if receipt is None:
         return web.Response(status=204)
     if await request.app[RECEIPTS].first_time(receipt.message_id, receipt.status):
@@ -109,6 +116,19 @@ async def _vonage_params(request: web.Request) -> MultiMapping[Any]:
             raise _bad("the body is not a JSON object") from exc
         return MultiDict({k: str(v) for k, v in data.items() if v is not None})
     return await request.post()
+
+
+def _check_vonage_signature(params: MultiMapping[Any], entry: VonageProviderSettings) -> None:
+    assert entry.signature_secret is not None
+    pairs = [(k, v) for k, v in params.items() if isinstance(v, str)]
+    expected = vonage.webhook_signature(entry.signature_secret, entry.signature_method, pairs)
+    presented = str(params.get("sig", "")).lower()
+    if not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise Problem(403, "invalid-signature", "Invalid signature", "sig")
+    # The timestamp is signed too: an old one is a replay.
+    signed_at = _epoch(params.get("timestamp"))
+    if signed_at is None or abs(time.time() - signed_at) > SIGNED_RECEIPT_MAX_AGE_S:
+        raise Problem(403, "invalid-signature", "Invalid signature", "timestamp too old")
 
 
 def _vonage_receipt(params: MultiMapping[Any]) -> Receipt | None:

@@ -7,6 +7,9 @@ those outcomes are never ambiguous; only transport trouble and 5xx are.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Iterable
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
@@ -16,9 +19,9 @@ from smsgw.errors import PermanentProviderError, RetryableProviderError, Throttl
 from smsgw.providers import _http
 from smsgw.providers._gsm import is_gsm7
 from smsgw.providers.base import OutgoingSms, Provider
-from smsgw.settings import VonageProviderSettings
+from smsgw.settings import VonageProviderSettings, VonageSignatureMethod
 
-__all__ = ["RECEIPT_STATUSES", "STATUS_OUTCOMES", "VonageProvider"]
+__all__ = ["RECEIPT_STATUSES", "STATUS_OUTCOMES", "VonageProvider", "webhook_signature"]
 
 # throttled: nothing processed, pause the provider and requeue (not a failure).
 # retryable: Vonage's own trouble; another try (here or elsewhere) may work.
@@ -63,6 +66,24 @@ RECEIPT_STATUSES: Final[dict[str, str]] = {
 _TTL_MIN_MS, _TTL_MAX_MS = 20_000, 604_800_000
 # Vonage rejects a longer `callback`.
 _CALLBACK_MAX_CHARS = 100
+
+
+def webhook_signature(
+    secret: str, method: VonageSignatureMethod, params: Iterable[tuple[str, str]]
+) -> str:
+    """`sig` of a signed Vonage webhook, lowercase hex. Signed: every parameter but `sig`,
+    sorted by name, each as `&name=value` with '&' and '=' in the value replaced by '_'.
+    "md5hash" is MD5 of that followed by the secret; the others an HMAC of it keyed by the
+    secret (Vonage writes those in uppercase: compare without case)."""
+    signed = "".join(
+        f"&{name}={value.replace('&', '_').replace('=', '_')}"
+        for name, value in sorted(params)
+        if name != "sig"
+    )
+    if method == "md5hash":
+        # Vonage's default scheme, MD5 included; the HMAC methods are the stronger choice.
+        return hashlib.md5((signed + secret).encode()).hexdigest()  # noqa: S324
+    return hmac.new(secret.encode(), signed.encode(), method).hexdigest()
 
 
 class VonageProvider(Provider):

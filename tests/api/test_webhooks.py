@@ -4,6 +4,7 @@ repeats change nothing, forgeries change nothing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ from urllib.parse import parse_qs
 import pytest
 from aiohttp.test_utils import TestClient
 from twilio.request_validator import RequestValidator
+from vonage_http_client.auth import Auth as VonageAuth
 from yarl import URL
 
 from bench.fake_provider import DEFAULT_AUTH_TOKEN, FakeTwilio
 from bench.vonage_shapes import VonageAccount
 from smsgw.providers.twilio import TwilioProvider, request_signature
-from smsgw.providers.vonage import VonageProvider
+from smsgw.providers.vonage import VonageProvider, webhook_signature
 from smsgw.settings import TwilioProviderSettings, VonageProviderSettings
 from tests.api.test_messages import twilio_provider
 from tests.helpers import FakeHttp, app_client
@@ -176,6 +178,66 @@ async def test_vonage_receipts_by_get_and_by_json_post(
         "/v1/webhooks/vonage", data=b"{", headers={"Content-Type": "application/json"}
     )
     assert broken.status == 400
+
+
+SIGNATURE_SECRET = "vonage-signature-secret"
+
+
+def vonage_signed(
+    params: dict[str, str], method: str, *, at: float | None = None
+) -> dict[str, str]:
+    """`params` with a timestamp and a sig computed as Vonage does: the HMAC methods by
+    Vonage's own Python SDK, md5hash (which the SDK does not offer) from its definition."""
+    signed = {**params, "timestamp": str(int(time.time() if at is None else at))}
+    if method == "md5hash":
+        pairs = sorted(signed.items())
+        query = "".join(f"&{k}={v.replace('&', '_').replace('=', '_')}" for k, v in pairs)
+        sig = hashlib.md5((query + SIGNATURE_SECRET).encode()).hexdigest()  # noqa: S324
+    else:
+        auth = VonageAuth(api_key="k", signature_secret=SIGNATURE_SECRET, signature_method=method)
+        sig = auth.sign_params(dict(signed)).upper()  # Vonage sends HMACs in uppercase
+    return {**signed, "sig": sig}
+
+
+@pytest.mark.parametrize("method", ["md5hash", "md5", "sha1", "sha256", "sha512"])
+def test_our_vonage_signature_agrees_with_vonages_definition(method: str) -> None:
+    params = {"messageId": "0A01", "status": "delivered", "client-ref": "a&b=c", "msisdn": "1"}
+    signed = vonage_signed(params, method)
+    pairs = [(k, v) for k, v in signed.items()]
+    assert webhook_signature(SIGNATURE_SECRET, method, pairs) == signed["sig"].lower()  # type: ignore[arg-type]
+
+
+async def test_signed_vonage_receipts_need_a_valid_recent_signature(
+    aiohttp_client: Any, aiohttp_server: Any, sms_path: Path
+) -> None:
+    server = await aiohttp_server(FakeTwilio().make_app())
+    entry = {
+        **vonage_entry(server),
+        "signature_secret": SIGNATURE_SECRET,
+        "signature_method": "sha256",
+    }
+    client = await app_client(
+        aiohttp_client, sms_path, server={"public_url": PUBLIC}, providers=[entry]
+    )
+    message_id = await sent_message(client)
+    receipt = {"messageId": "0A01", "status": "delivered", "client-ref": message_id}
+
+    unsigned = await client.get("/v1/webhooks/vonage", params=receipt)
+    assert unsigned.status == 403
+    assert (await unsigned.json())["type"].endswith("invalid-signature")
+    wrong = {**vonage_signed(receipt, "sha256"), "status": "failed"}  # tampered after signing
+    assert (await client.get("/v1/webhooks/vonage", params=wrong)).status == 403
+    replayed = vonage_signed(receipt, "sha256", at=time.time() - 3600)
+    assert (await client.get("/v1/webhooks/vonage", params=replayed)).status == 403
+    assert (await status_of(client, message_id))[0] == "sent"  # none of them changed anything
+
+    # Signed as Vonage does, by GET and by form POST.
+    signed = await client.get("/v1/webhooks/vonage", params=vonage_signed(receipt, "sha256"))
+    assert signed.status == 204
+    assert (await status_of(client, message_id))[0] == "delivered"
+    again = await client.post("/v1/webhooks/vonage", data=vonage_signed(receipt, "sha256"))
+    assert again.status == 204
+    assert (await status_of(client, message_id))[1].count("delivered") == 1
 
 
 async def test_a_receipt_before_the_send_is_recorded_is_kept() -> None:
