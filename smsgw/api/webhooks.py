@@ -9,10 +9,10 @@ Twilio receipts must carry a valid `X-Twilio-Signature` for the configured publi
 otherwise). Vonage receipts must carry a valid `sig` and a `timestamp` of the last 5 minutes
 when the provider has a `signature_secret` (signed webhooks on the Vonage account); without
 one they are accepted for ids of our shape, which are 128 random bits, so a forger would
-have to know one. A receipt that repeats one already recorded (Twilio
-retries, a provider sending twice) changes nothing; intermediate statuses are ignored; a
-receipt older than the memory of seen ones (Twilio: the send time in the signed callback URL;
-Vonage: `message-timestamp`) is refused as stale, so a replay cannot be recorded again.
+have to know one. A receipt that repeats one already recorded (Twilio retries, a provider
+sending twice) changes nothing; intermediate statuses are ignored; a receipt older than the
+memory of seen ones (Twilio: the send time in the signed callback URL; Vonage:
+`message-timestamp`) is refused as stale, so a replay cannot be recorded again.
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def _check_vonage_signature(params: MultiMapping[Any], entry: VonageProviderSett
     # The timestamp is signed too: an old one is a replay.
     signed_at = _epoch(params.get("timestamp"))
     if signed_at is None or abs(time.time() - signed_at) > SIGNED_RECEIPT_MAX_AGE_S:
-        raise Problem(403, "invalid-signature", "Invalid signature", "timestamp too old")
+        detail = "timestamp missing or not within 5 minutes"
+        raise Problem(403, "invalid-signature", "Invalid signature", detail)
 
 
 def _vonage_receipt(params: MultiMapping[Any]) -> Receipt | None:
