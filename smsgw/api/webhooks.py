@@ -32,7 +32,7 @@ from smsgw.api.keys import AUDIT, RECEIPTS, SETTINGS
 from smsgw.api.problems import Problem
 from smsgw.providers import factory, twilio, vonage
 from smsgw.redis_keys import RECEIPT_TTL_S
-from smsgw.settings import TwilioProviderSettings, VonageProviderSettings
+from smsgw.settings import TwilioProviderSettings, VonageProviderSettings, VonageSignatureMethod
 
 __all__ = ["receive_receipt"]
 
@@ -67,7 +67,7 @@ async def receive_receipt(request: web.Request) -> web.Response:
     else:
         params = await _vonage_params(request)
         if entry.signature_secret is not None:
-            _check_vonage_signature(params, entry)
+            _check_vonage_signature(params, entry.signature_secret, entry.signature_method)
         receipt = _vonage_receipt(params)
     if receipt is None:
         return web.Response(status=204)
@@ -118,10 +118,11 @@ async def _vonage_params(request: web.Request) -> MultiMapping[Any]:
     return await request.post()
 
 
-def _check_vonage_signature(params: MultiMapping[Any], entry: VonageProviderSettings) -> None:
-    assert entry.signature_secret is not None
+def _check_vonage_signature(
+    params: MultiMapping[Any], secret: str, method: VonageSignatureMethod
+) -> None:
     pairs = [(k, v) for k, v in params.items() if isinstance(v, str)]
-    expected = vonage.webhook_signature(entry.signature_secret, entry.signature_method, pairs)
+    expected = vonage.webhook_signature(secret, method, pairs)
     presented = str(params.get("sig", "")).lower()
     if not hmac.compare_digest(expected.encode(), presented.encode()):
         raise Problem(403, "invalid-signature", "Invalid signature", "sig")
