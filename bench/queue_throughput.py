@@ -30,6 +30,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from smsgw.queue import MemoryQueue, Message, RedisQueue
+from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.settings import QueueSettings
 
@@ -197,7 +198,7 @@ async def run_redis(
     keys = RedisKeys("bench:")
     await redis.delete(keys.stream("high"), keys.stream("normal"), keys.delayed)
     settings = QueueSettings(max_size=len(messages))
-    queue = RedisQueue(redis, keys, settings, "bench")
+    queue = RedisQueue(redis, keys, settings, "bench", cipher=QueueCipher("bench-" * 6))
     try:
         await redis.config_resetstat()
         count = len(messages)

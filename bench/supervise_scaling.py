@@ -41,12 +41,14 @@ from bench.loadgen import start_process, stop_process
 from bench.queue_throughput import private_redis
 from smsgw.queue.message import Message
 from smsgw.queue.redis import RedisQueue
+from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.settings import QueueSettings
 from tests.services import free_port
 
 KEYS = RedisKeys()
+OTP_SECRET = "bench-secret-0123456789"
 SAMPLE_S = 0.1
 
 
@@ -70,7 +72,7 @@ drain_timeout_s = 10
 [redis]
 url = "{redis_url}"
 [otp]
-secret = "bench-secret-0123456789"
+secret = "{OTP_SECRET}"
 [audit]
 path = "{directory}/audit.sqlite3"
 spool_dir = "{directory}/audit-spool"
@@ -100,7 +102,11 @@ def _gauge(text: str, name: str) -> int:
 
 
 async def _enqueue(client: Redis, count: int) -> None:
-    queue = RedisQueue(client, KEYS, QueueSettings(max_size=200_000), "bench-producer")
+    # Sealed as the workers expect: under the key derived from the config's otp.secret.
+    cipher = QueueCipher(OTP_SECRET)
+    queue = RedisQueue(
+        client, KEYS, QueueSettings(max_size=200_000), "bench-producer", cipher=cipher
+    )
     for start in range(0, count, 1000):
         await queue.put_many(
             [

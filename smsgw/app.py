@@ -59,6 +59,7 @@ from smsgw.otp.redis_store import RedisOtpStore
 from smsgw.providers import build_provider
 from smsgw.queue import MemoryQueue
 from smsgw.queue.redis import RedisQueue, default_consumer_name
+from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import Heartbeat
 from smsgw.settings import Settings
@@ -240,7 +241,13 @@ async def _queue(app: web.Application) -> AsyncIterator[None]:
         app[QUEUE] = MemoryQueue(settings.queue.max_size)
         yield
         return
-    queue = RedisQueue(app[REDIS], _redis_keys(settings), settings.queue, default_consumer_name())
+    queue = RedisQueue(
+        app[REDIS],
+        _redis_keys(settings),
+        settings.queue,
+        default_consumer_name(),
+        cipher=QueueCipher.from_settings(settings),
+    )
     app[QUEUE] = queue
     try:
         yield

@@ -170,17 +170,30 @@ class LimiterSettings(_Section, frozen=True, kw_only=True):
 
 
 class QueueSettings(_Section, frozen=True, kw_only=True):
+    _secret_fields = frozenset({"secret", "previous_secret"})
+
     backend: Backend = "auto"
     max_size: int = 100_000
     # Redis queue: a message held this long by a consumer that stopped answering is
     # claimed by another replica.
     visibility_timeout_s: float = 30.0
+    # Redis queue: messages are sealed (AES-256-GCM) under a key derived from this, the
+    # same in every replica; None: derived from otp.secret instead.
+    secret: str | None = None
+    # During a rotation, the secret being replaced (or the otp.secret the key was derived
+    # from): messages sealed under it are still delivered.
+    previous_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_size <= 0:
             raise _invalid("max_size", "must be > 0")
         if self.visibility_timeout_s <= 0:
             raise _invalid("visibility_timeout_s", "must be > 0")
+        if self.secret is not None and len(self.secret) < 32:
+            raise _invalid("secret", "must be at least 32 characters")
+        # 16 like otp.secret: a former otp.secret is a valid previous queue secret.
+        if self.previous_secret is not None and len(self.previous_secret) < 16:
+            raise _invalid("previous_secret", "must be at least 16 characters")
 
 
 class AuditSettings(_Section, frozen=True, kw_only=True):
@@ -528,6 +541,18 @@ class Settings(_Section, frozen=True, kw_only=True):
         ):
             if backend == "redis" and self.redis.url is None:
                 raise _invalid(part, "'redis' needs redis.url")
+        if (
+            self.uses_redis(self.queue.backend)
+            and self.queue.secret is None
+            and self.otp.secret is None
+        ):
+            # A key made up at start-up would die with the process: what it sealed would be
+            # unreadable after a restart and to every other replica, i.e. lost messages.
+            raise _invalid(
+                "queue.secret",
+                "the Redis queue seals messages under a key every replica must share: "
+                "set queue.secret (or otp.secret, which it is then derived from)",
+            )
         if self.server.role != "all" and not self.uses_redis(self.queue.backend):
             raise _invalid(
                 "server.role",

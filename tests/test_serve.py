@@ -221,6 +221,8 @@ BAD_CONFIGS = [
     ("[otp]\nlength = 11\n", "otp.length"),
     ('[otp]\nsecret = "short"\n', "otp.secret"),
     ('[queue]\nbackend = "kafka"\n', "queue.backend"),
+    # A Redis queue with no key every replica shares: its messages would be lost.
+    ('[redis]\nurl = "redis://127.0.0.1:1/0"\n', "queue.secret"),
     (
         '[[providers]]\nname = "twilio"\nkind = "twilio"\naccount_sid = "AC1"\n'
         'auth_token = "env:SMSGW_TEST_SURELY_UNSET_TOKEN"\nfrom = "+15005550006"\n',

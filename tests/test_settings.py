@@ -298,6 +298,43 @@ def test_redis_queue_without_redis_url_names_the_key() -> None:
     assert error.key == "queue.backend"
 
 
+REDIS = {"url": "redis://127.0.0.1:6379/0"}
+
+
+@pytest.mark.parametrize("queue", [{}, {"backend": "redis"}])
+def test_a_redis_queue_without_a_key_to_seal_messages_is_refused(queue: dict[str, str]) -> None:
+    # A key made up at start-up would leave the queue unreadable after a restart and to
+    # every other replica: messages lost.
+    error = config_error({"redis": REDIS, "queue": queue})
+    assert error.key == "queue.secret"
+    assert "otp.secret" in error.problem
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"queue": {"secret": "q" * 32}},
+        {"otp": {"secret": "otp-secret-0123456789"}},  # the queue key is derived from it
+        {"queue": {"backend": "memory"}},  # messages never leave the process
+    ],
+)
+def test_a_redis_queue_starts_with_either_secret(sections: dict[str, Any]) -> None:
+    parse_settings({"redis": REDIS, **sections}, env={})
+
+
+def test_queue_secrets_come_from_the_environment_and_are_checked() -> None:
+    settings = parse_settings(
+        {"queue": {"secret": "env:Q", "previous_secret": "env:QP"}},
+        env={"Q": "q" * 32, "QP": "p" * 16},
+    )
+    assert (settings.queue.secret, settings.queue.previous_secret) == ("q" * 32, "p" * 16)
+    assert config_error({"queue": {"secret": "q" * 31}}).key == "queue.secret"
+    # The previous one may be a former otp.secret (the key was derived from it), >= 16.
+    assert config_error({"queue": {"previous_secret": "p" * 15}}).key == "queue.previous_secret"
+    overridden = parse_settings({}, env={"SMSGW_QUEUE_SECRET": "o" * 40})
+    assert overridden.queue.secret == "o" * 40
+
+
 @pytest.mark.parametrize("length", [0, 3, 11, 100])
 def test_otp_length_outside_4_to_10(length: int) -> None:
     error = config_error({"otp": {"length": length}})
@@ -359,7 +396,8 @@ def test_env_override_wins_over_the_file(tmp_path: Path) -> None:
 
 
 def test_env_override_of_redis_url() -> None:
-    settings = parse_settings({}, env={"SMSGW_REDIS_URL": "redis://10.0.0.5:6380/2"})
+    env = {"SMSGW_REDIS_URL": "redis://10.0.0.5:6380/2", "SMSGW_OTP_SECRET": "o" * 16}
+    settings = parse_settings({}, env=env)
     assert settings.redis.url == "redis://10.0.0.5:6380/2"
 
 
@@ -447,11 +485,14 @@ def test_no_secret_shows_in_the_repr_of_the_settings() -> None:
         "twilio": "twilio-token-0123456789",
         "vonage": "vonage-secret-0123456789",
         "vonage_sig": "vonage-signature-secret-0123",
+        "queue": "queue-secret-0123456789abcdef-0123456789",
+        "queue_prev": "previous-queue-secret-0123456789abcdef",
     }
     settings = parse_settings(
         {
             "otp": {"secret": secrets["otp"], "previous_secret": secrets["prev"]},
             "redis": {"url": f"redis://:{secrets['redis']}@127.0.0.1:6379/0"},
+            "queue": {"secret": secrets["queue"], "previous_secret": secrets["queue_prev"]},
             "audit": {"access_key_id": "AKIA", "secret_access_key": secrets["aws"]},
             "clients": [{"name": "a", "key": secrets["key"], "previous_key": secrets["old"]}],
             "providers": [

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from smsgw.queue.message import Message, Priority
+from smsgw.queue.sealing import QueueCipher, Undecodable
 
 __all__ = [
     "PRIORITIES",
@@ -86,22 +87,35 @@ class RedisQueueStats:
 
 
 class Codec:
-    """Messages as JSON (msgspec): a few bytes more than msgpack, but valid UTF-8, so it
-    also works on a client created with decode_responses=True."""
+    """Messages as JSON (msgspec), sealed for the stream they go to (see sealing.py): the
+    whole message, since its number and verification id matter as much as the code. Sealed
+    payloads are base64 text, so they also work on a client created with
+    decode_responses=True, and the scripts handle them as opaque strings."""
 
-    def __init__(self) -> None:
+    def __init__(self, cipher: QueueCipher, streams: tuple[str, str]) -> None:
+        self._cipher = cipher
+        # The associated data of each stream's payloads, by stream index - 1.
+        self._contexts = (streams[0].encode(), streams[1].encode())
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(Message)
 
     def encode(self, message: Message) -> bytes:
-        return self._encoder.encode(message)
+        context = self._contexts[_INDEX[message.priority] - 1]
+        return self._cipher.seal(self._encoder.encode(message), context)
 
-    def decode(self, payload: bytes | str) -> Message:
-        return self._decoder.decode(payload)
+    def decode(self, payload: object, index: int) -> Message:
+        """The message of a payload read from stream `index`; Undecodable if it is not one
+        we sealed for that stream (with a key we still have) or does not parse."""
+        plaintext = self._cipher.open(payload, self._contexts[index - 1])
+        try:
+            return self._decoder.decode(plaintext)
+        except msgspec.MsgspecError:
+            raise Undecodable("not a message") from None
 
     def delayed_member(self, message: Message) -> bytes:
-        # The stream to return to travels with the retry as its first byte (see fetch.lua).
-        return b"%d" % _INDEX[message.priority] + self._encoder.encode(message)
+        # The stream to return to travels with the retry as its first byte (see fetch.lua),
+        # and the payload is sealed for that stream.
+        return b"%d" % _INDEX[message.priority] + self.encode(message)
 
 
 @dataclass(frozen=True, slots=True)

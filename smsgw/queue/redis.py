@@ -14,6 +14,9 @@ the two that finishes it leaves a "done" marker for that entry, and the other dr
 (when claiming, and in `was_sent()` just before sending). Markers are written only where such
 a copy can exist, so the common path costs no key per message.
 
+Redis holds no message in clear: each payload is sealed with `cipher` (sealing.py) for the
+stream it goes to, and the scripts move payloads around without reading them.
+
 Round trips stay far below one per message: puts come in batches, fetches bring up to
 `batch_max` entries, and settling groups the outcomes of `settle_linger_s` into one call.
 No connection is held across a provider call: every call returns its connection at once.
@@ -29,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import msgspec
 import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -51,6 +53,7 @@ from smsgw.queue._redis_support import (
 )
 from smsgw.queue.base import Backlog
 from smsgw.queue.message import Message
+from smsgw.queue.sealing import QueueCipher, Undecodable
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_CONSUMER_IDLE_TTL_S, QUEUE_GROUP, RedisKeys
 from smsgw.settings import QueueSettings
 
@@ -111,6 +114,7 @@ class RedisQueue:
         settings: QueueSettings,
         consumer: str,
         *,
+        cipher: QueueCipher,
         batch_max: int = 200,
         prefetch_s: float = 0.1,
         min_prefetch: int = 0,
@@ -145,7 +149,7 @@ class RedisQueue:
         self._renew_interval_s = renew_interval_s or self._visibility_s / 3
         self.reap_idle_s: float = QUEUE_CONSUMER_IDLE_TTL_S
         self._scripts = Scripts.register(redis)
-        self._codec = Codec()
+        self._codec = Codec(cipher, self._streams)
         self._outage = Outage(_log)
 
         self._buffers: tuple[deque[Held], deque[Held]] = (deque(), deque())
@@ -418,12 +422,17 @@ class RedisQueue:
         for i in range(start, len(flat), 3):
             index, entry_id, payload = int(flat[i]), text(flat[i + 1]), flat[i + 2]
             try:
-                message = self._codec.decode(payload)
-            except msgspec.MsgspecError:
-                # Never deliverable (written by something else): drop it instead of
-                # failing on it forever.
+                message = self._codec.decode(payload, index)
+            except Undecodable as exc:
+                # Never deliverable (written by something else, altered, or sealed under a
+                # key no longer configured): drop it instead of failing on it forever.
                 self.stats.undecodable += 1
-                _log.error("undecodable_entry", stream=self._streams[index - 1], entry=entry_id)
+                _log.error(
+                    "undecodable_entry",
+                    stream=self._streams[index - 1],
+                    entry=entry_id,
+                    reason=exc.reason,
+                )
                 self._add_op(_Op("ack", index, entry_id, None))
                 continue
             entries.append(Held(index, entry_id, message, payload, lease_at, reclaimed))

@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 from smsgw.errors import ConfigError
 from smsgw.log import configure_logging
 from smsgw.queue.redis import RedisQueue
+from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.settings import Settings
@@ -250,7 +251,11 @@ class Supervisor:
         redis = Redis.from_url(
             str(self._settings.redis.url), socket_connect_timeout=5, socket_timeout=5
         )
-        queue = RedisQueue(redis, self._keys, self._settings.queue, "smsgw-supervisor")
+        # It reads only lengths and ages, but a RedisQueue always has its key.
+        cipher = QueueCipher.from_settings(self._settings)
+        queue = RedisQueue(
+            redis, self._keys, self._settings.queue, "smsgw-supervisor", cipher=cipher
+        )
         try:
             runner = await self._serve_metrics()
         except OSError as exc:

@@ -26,8 +26,10 @@ from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.errors import QueueFull
 from smsgw.limiter import MemoryLimiter
 from smsgw.providers import TwilioProvider
+from smsgw.queue._redis_support import Codec
 from smsgw.queue.message import Message, Priority
 from smsgw.queue.redis import QueueUnavailable, RedisQueue
+from smsgw.queue.sealing import QueueCipher, Undecodable
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_GROUP, RedisKeys
 from smsgw.settings import DispatchSettings, QueueSettings, TwilioProviderSettings
 from tests.helpers import RecordedAudit
@@ -36,6 +38,7 @@ from tests.services import RedisServer
 pytestmark = pytest.mark.timeout(30)
 
 KEYS = RedisKeys("t:")
+CIPHER = QueueCipher("queue-test-secret-0123456789abcdef")
 QueueFactory = Callable[..., RedisQueue]
 
 
@@ -69,11 +72,12 @@ async def make_queue(redis: Redis) -> AsyncIterator[QueueFactory]:
         max_size: int = 100,
         visibility_s: float = 5.0,
         client: Redis | None = None,
+        cipher: QueueCipher = CIPHER,
         **options: Any,
     ) -> RedisQueue:
         settings = QueueSettings(max_size=max_size, visibility_timeout_s=visibility_s)
         options.setdefault("prefetch_s", 0.0)  # exact order tests: read only what is asked
-        queue = RedisQueue(client or redis, KEYS, settings, consumer, **options)
+        queue = RedisQueue(client or redis, KEYS, settings, consumer, cipher=cipher, **options)
         queues.append(queue)
         return queue
 
@@ -358,6 +362,137 @@ async def test_batches_keep_round_trips_far_below_one_per_message(
     assert queue.stats.redis_calls < 200, queue.stats
 
 
+# -- what Redis keeps of a message --------------------------------------------------------
+
+CODE, PHONE, VERIFICATION = "493817", "+14155550123", "ver_5f0c9a1e2b7d4c3a8e6f1b2d3c4a5e6f"
+
+
+def otp_message(name: str, priority: Priority = "normal") -> Message:
+    body = f"Your smsgw code is {CODE}. It expires in 10 minutes."
+    return Message(
+        to=PHONE,
+        country="US",
+        body=body,
+        client="login-app",
+        priority=priority,
+        id=name,
+        client_ref=VERIFICATION,
+        expires_at=time.time() + 600,
+        code_span=(19, 25),
+    )
+
+
+async def everything_redis_keeps(redis: Redis) -> bytes:
+    """Entries, delayed members and the serialized keys (what an RDB, AOF rewrite or replica
+    receives), as one blob."""
+    kept = []
+    async for key in redis.scan_iter("t:*"):
+        kept.append(await redis.dump(key) or b"")
+        kind = (await redis.type(key)).decode()
+        if kind == "stream":
+            for _, fields in await redis.xrange(key):
+                kept += fields.values()
+        elif kind == "zset":
+            kept += await redis.zrange(key, 0, -1)
+    return b"\n".join(kept)
+
+
+async def test_redis_keeps_no_code_number_or_verification_id_in_clear(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    queue = make_queue("a")
+    await queue.put_many([otp_message("retried", "high"), otp_message("waiting")])
+    retried = await get_soon(queue)
+    await queue.retry_later(retried, 60)  # into the delayed set
+    held = await get_soon(queue)  # read, not finished: still in its stream
+    assert (held.id, held.body, held.client_ref) == ("waiting", retried.body, VERIFICATION)
+    await asyncio.sleep(0.2)  # the retry is settled
+    assert await redis.zcard(KEYS.delayed) == 1
+    assert await redis.xlen(KEYS.stream("normal")) == 1
+    kept = await everything_redis_keeps(redis)
+    for clear in (CODE, PHONE, PHONE[2:], VERIFICATION, VERIFICATION[4:], "login-app"):
+        assert clear.encode() not in kept, clear
+
+
+async def test_a_tampered_entry_is_counted_undecodable_not_delivered(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    producer = make_queue("producer")
+    await producer.put(otp_message("tampered"))
+    stream = KEYS.stream("normal")
+    [(entry_id, fields)] = await redis.xrange(stream)
+    payload = bytearray(fields[b"m"])
+    middle = len(payload) // 2
+    payload[middle] = ord("A") if payload[middle] != ord("A") else ord("B")
+    # Replaced by a copy with one character changed (someone with write access to Redis).
+    await redis.xdel(stream, entry_id)
+    await redis.xadd(stream, {"m": bytes(payload)})
+    await producer.put(otp_message("good"))
+    consumer = make_queue("consumer")
+    assert await take(consumer, 1) == ["good"]
+    await nothing_for(consumer, 0.2)
+    await settled(consumer)
+    assert consumer.stats.undecodable == 1
+    assert await consumer.total() == 0
+
+
+async def test_messages_sealed_under_the_previous_secret_are_still_delivered(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    old, new = "old-queue-secret-0123456789abcdef", "new-queue-secret-0123456789abcdef"
+    before = make_queue("before", cipher=QueueCipher(old))
+    await before.put_many([otp_message("waiting"), otp_message("retried", "high")])
+    retried = await get_soon(before)
+    await before.retry_later(retried, 0.2)  # sealed again under the old key, delayed
+    await before.close()
+
+    rotated = make_queue("rotated", cipher=QueueCipher(new, previous=[old]))
+    await rotated.put(otp_message("after"))
+    got = {}
+    for _ in range(3):
+        message = await get_soon(rotated)
+        got[message.id] = message
+        await rotated.ack(message)
+    assert set(got) == {"waiting", "retried", "after"}
+    assert all(m.body == otp_message("x").body and m.to == PHONE for m in got.values())
+    assert rotated.stats.undecodable == 0
+    await settled(rotated)
+    await rotated.close()
+
+    # Once the previous secret is gone, what only it opened is dropped, counted, and the
+    # fetch loop goes on with the rest.
+    await make_queue("late", cipher=QueueCipher(old)).put(otp_message("sealed-under-old"))
+    done = make_queue("done", cipher=QueueCipher(new))
+    await done.put(otp_message("new"))
+    assert await take(done, 1) == ["new"]
+    await settled(done)
+    assert done.stats.undecodable == 1
+    assert await done.total() == 0
+
+
+def test_a_key_keeps_its_id_across_a_rotation_and_payloads_vary() -> None:
+    old, new = QueueCipher("a" * 32), QueueCipher("b" * 32, previous=["a" * 32])
+    sealed = old.seal(b"plain", b"stream")
+    assert new.open(sealed, b"stream") == b"plain"
+    assert old.seal(b"plain", b"stream") != sealed  # a fresh nonce each time
+    assert sealed.isascii()
+    # Bound to its stream: the same payload in another stream does not open.
+    with pytest.raises(Undecodable):
+        new.open(sealed, b"other stream")
+    # Whatever else an entry may hold is refused the same way, never raised as a bug.
+    for junk in (None, b"", "é" * 40, b"{}", sealed[:20], 42):
+        with pytest.raises(Undecodable):
+            new.open(junk, b"stream")
+    # Derived from the secret through HKDF, never the secret itself: an otp.secret that the
+    # key was derived from opens as a previous queue secret.
+    assert (
+        QueueCipher("c" * 32, previous=["o" * 16]).open(
+            QueueCipher("o" * 16).seal(b"x", b"s"), b"s"
+        )
+        == b"x"
+    )
+
+
 # -- restarts, several consumers, dead consumers ------------------------------------------
 
 
@@ -611,7 +746,7 @@ async def _consume(
     """A replica's sending side: RedisQueue + the real Dispatcher + TwilioProvider."""
     redis = Redis.from_url(redis_url)
     settings = QueueSettings(max_size=10_000, visibility_timeout_s=KILL_VISIBILITY_S)
-    queue = RedisQueue(redis, KEYS, settings, consumer, claim_interval_s=0.1)
+    queue = RedisQueue(redis, KEYS, settings, consumer, cipher=CIPHER, claim_interval_s=0.1)
     provider = _twilio(base_url)
     await provider.start()
     limiter = MemoryLimiter({"twilio": rate})
@@ -651,12 +786,13 @@ def _accepted_bodies(port: int) -> list[str]:
 async def _held_by(redis: Redis, consumer: str) -> set[str]:
     """Bodies of the entries `consumer` had read and not finished."""
     bodies = set()
-    for priority in ("high", "normal"):
+    codec = Codec(CIPHER, (KEYS.stream("high"), KEYS.stream("normal")))
+    for index, priority in enumerate(("high", "normal"), 1):
         stream = KEYS.stream(priority)
         pending = await redis.xpending_range(stream, QUEUE_GROUP, "-", "+", 1000, consumer)
         for entry in pending:
             [(_, fields)] = await redis.xrange(stream, entry["message_id"], entry["message_id"])
-            bodies.add(orjson.loads(fields[b"m"])["body"])
+            bodies.add(codec.decode(fields[b"m"], index).body)
     return bodies
 
 
@@ -671,7 +807,7 @@ async def test_consumer_killed_with_sigkill_loses_nothing(
     try:
         base_url = f"http://127.0.0.1:{port}"
         bodies = [f"kill test {i}" for i in range(KILL_MESSAGES)]
-        queue = RedisQueue(redis, KEYS, QueueSettings(max_size=10_000), "producer")
+        queue = RedisQueue(redis, KEYS, QueueSettings(max_size=10_000), "producer", cipher=CIPHER)
         await queue.put_many(
             [
                 Message(

@@ -33,6 +33,7 @@ from bench.fake_provider import twilio_provider_toml
 from smsgw import cli
 from smsgw.queue.message import Message
 from smsgw.queue.redis import RedisQueue
+from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import QUEUE_GROUP, RedisKeys
 from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.settings import QueueSettings
@@ -182,7 +183,11 @@ async def until(check: Callable[[], Any], timeout_s: float, why: Callable[[], st
 
 async def enqueue(redis_url: str, count: int) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    queue = RedisQueue(client, KEYS, QueueSettings(max_size=100_000), "test-producer")
+    # Sealed as the workers expect: under the key derived from the config's otp.secret.
+    cipher = QueueCipher(OTP_SECRET)
+    queue = RedisQueue(
+        client, KEYS, QueueSettings(max_size=100_000), "test-producer", cipher=cipher
+    )
     try:
         for start in range(0, count, 1000):
             await queue.put_many(
@@ -425,23 +430,24 @@ async def all_beating(client: aioredis.Redis, sup: Supervise, count: int) -> boo
     return len(workers) == count and all(now - roll.get(n, 0.0) <= BEAT_TTL_S for n in names)
 
 
+# A Redis queue needs a key to seal messages: derived from this otp.secret.
+UNREACHABLE_REDIS = f'[redis]\nurl = "redis://127.0.0.1:1/0"\n[otp]\nsecret = "{OTP_SECRET}"\n'
+
+
 @pytest.mark.parametrize(
     ("config", "args", "key"),
     [
         ("", [], "redis.url"),
-        ('[redis]\nurl = "redis://127.0.0.1:1/0"\n', ["--min", "3", "--max", "2"], "--min/--max"),
-        ('[redis]\nurl = "redis://127.0.0.1:1/0"\n', ["--max", "0"], "--min/--max"),
-        ('[redis]\nurl = "redis://127.0.0.1:1/0"\n', ["--interval", "0"], "--interval"),
+        (UNREACHABLE_REDIS, ["--min", "3", "--max", "2"], "--min/--max"),
+        (UNREACHABLE_REDIS, ["--max", "0"], "--min/--max"),
+        (UNREACHABLE_REDIS, ["--interval", "0"], "--interval"),
         (
             '[redis]\nurl = "redis://127.0.0.1:1/0"\n[queue]\nbackend = "memory"\n',
             [],
             "queue.backend",
         ),
-        (
-            '[redis]\nurl = "redis://127.0.0.1:1/0"\n[server]\nhost = "0.0.0.0"\n',
-            [],
-            "server.host",
-        ),
+        (UNREACHABLE_REDIS + '[server]\nhost = "0.0.0.0"\n', [], "server.host"),
+        ('[redis]\nurl = "redis://127.0.0.1:1/0"\n', [], "queue.secret"),
     ],
 )
 def test_a_bad_setup_exits_2_naming_the_key(
@@ -462,7 +468,7 @@ def test_a_bad_setup_exits_2_naming_the_key(
 
 def test_a_busy_metrics_port_exits_2_before_starting_workers(tmp_path: Path) -> None:
     config = tmp_path / "smsgw.toml"
-    config.write_text('[redis]\nurl = "redis://127.0.0.1:1/0"\n')
+    config.write_text(UNREACHABLE_REDIS)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
