@@ -438,6 +438,10 @@ class TwilioProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="twil
 class ConsoleProviderSettings(_ProviderBase, frozen=True, kw_only=True, tag="console"):
     # Append one JSON line per SMS here; None = stdout.
     path: str | None = None
+    # The console stands in for phones (codes in clear). Beside a real provider it is routed
+    # like one: a share of live traffic and every failover would land in its file. Refused
+    # at start-up unless this is set (a demo or test that wants exactly that).
+    allow_beside_real: bool = False
 
 
 VonageSignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
@@ -534,6 +538,7 @@ class Settings(_Section, frozen=True, kw_only=True):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise _invalid(kind, f"duplicate name {duplicates[0]!r}")
+        _check_console_alone(self.providers)
         for part, backend in (
             ("queue.backend", self.queue.backend),
             ("limiter.backend", self.limiter.backend),
@@ -568,6 +573,20 @@ class Settings(_Section, frozen=True, kw_only=True):
     def active_providers(self) -> tuple[ProviderSettings, ...]:
         """The configured providers, or the console provider when none is configured."""
         return self.providers or (ConsoleProviderSettings(name="console"),)
+
+
+def _check_console_alone(providers: tuple[ProviderSettings, ...]) -> None:
+    real = [p.name for p in providers if not isinstance(p, ConsoleProviderSettings)]
+    if not real:
+        return
+    for index, entry in enumerate(providers):
+        if isinstance(entry, ConsoleProviderSettings) and not entry.allow_beside_real:
+            raise _invalid(
+                f"providers[{index}].allow_beside_real",
+                f"the console provider {entry.name!r} beside {real[0]!r} would get a share of "
+                "live traffic and every failover, and write those SMS (codes in clear) to "
+                "its file: remove it, or set allow_beside_real = true on it",
+            )
 
 
 def _check_present(key: str, value: str) -> None:

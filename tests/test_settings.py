@@ -63,6 +63,7 @@ from = "+15005550006"
 name = "console"
 kind = "console"
 path = "./data/sms.jsonl"
+allow_beside_real = true   # beside twilio: only when asked for
 """
 
 FULL_ENV = {
@@ -353,6 +354,30 @@ def test_duplicate_provider_names() -> None:
     assert "twilio" in error.problem
 
 
+CONSOLE = {"name": "console", "kind": "console", "path": "./data/sms.jsonl"}
+
+
+@pytest.mark.parametrize("real", [TWILIO, VONAGE], ids=["twilio", "vonage"])
+def test_console_beside_a_real_provider_is_refused(real: dict[str, Any]) -> None:
+    # Routed like any provider, the console would take a share of live traffic (and every
+    # failover) and write the codes to a file.
+    error = config_error({"providers": [real, CONSOLE]})
+    assert error.key == "providers[1].allow_beside_real"
+    assert "console" in error.problem
+
+
+def test_console_beside_a_real_provider_is_allowed_when_asked_for() -> None:
+    settings = parse_settings(
+        {"providers": [TWILIO, {**CONSOLE, "allow_beside_real": True}]}, env={}
+    )
+    assert [p.name for p in settings.providers] == ["twilio", "console"]
+
+
+def test_console_alone_needs_no_flag() -> None:
+    settings = parse_settings({"providers": [CONSOLE, {**CONSOLE, "name": "c2"}]}, env={})
+    assert [p.name for p in settings.active_providers] == ["console", "c2"]
+
+
 def test_duplicate_client_names() -> None:
     raw = {"clients": [{"name": "a", "key": "k" * 16}, {"name": "a", "key": "j" * 16}]}
     assert config_error(raw).key == "clients"
@@ -459,7 +484,8 @@ def test_the_example_config_documents_every_setting_and_loads() -> None:
         "TWILIO_AUTH_TOKEN": "token",
     }
     settings = load_settings(example, env=env)
-    assert {p.name for p in settings.providers} == {"twilio", "console"}
+    # No console beside Twilio: it would take live traffic and write the codes to a file.
+    assert {p.name for p in settings.providers} == {"twilio"}
     text = example.read_text()
     for section in ("server", "otp", "redis", "limiter", "queue", "audit", "dispatch"):
         struct = type(getattr(settings, section))

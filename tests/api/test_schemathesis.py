@@ -86,6 +86,7 @@ key = "env:SCHEMATHESIS_API_KEY"
 name = "console"
 kind = "console"
 path = "{directory}/sms.jsonl"
+allow_beside_real = true
 
 {twilio_provider_toml(fake_url)}
 
