@@ -109,8 +109,10 @@ def _webhook() -> Any:
         "204": {"description": "Recorded, or a repeat or an intermediate status (no change)"},
         "400": _problem("The receipt names no message of ours, or its body is malformed"),
         "403": _problem(
-            "Twilio: X-Twilio-Signature does not match; Vonage with a signature_secret: "
-            "sig does not match or timestamp not within 5 minutes"
+            "Nothing recorded: the receipt lacks our tag for a message sent through this "
+            "provider (Twilio: in the callback URL; Vonage: in client-ref); Twilio: "
+            "X-Twilio-Signature does not match; Vonage with a signature_secret: sig does "
+            "not match or timestamp not within 5 minutes"
         ),
         "404": _problem("No twilio/vonage provider by this name, or server.public_url unset"),
     }

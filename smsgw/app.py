@@ -33,6 +33,7 @@ from smsgw.api.keys import (
     OTP,
     QUEUE,
     QUOTAS,
+    RECEIPT_TAGS,
     RECEIPTS,
     REDIS,
     ROUTER,
@@ -56,13 +57,14 @@ from smsgw.otp.guard import (
     RedisFailedChecks,
 )
 from smsgw.otp.redis_store import RedisOtpStore
-from smsgw.providers import build_provider
+from smsgw.providers import ReceiptTagger, build_provider
+from smsgw.providers.receipt_tags import receipt_keys
 from smsgw.queue import MemoryQueue
 from smsgw.queue.redis import RedisQueue, default_consumer_name
 from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import Heartbeat
-from smsgw.settings import Settings
+from smsgw.settings import Settings, TwilioProviderSettings, VonageProviderSettings
 
 __all__ = ["create_app", "drain"]
 
@@ -83,6 +85,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STATE] = LifecycleState()
     app[AUTH] = ClientAuth(settings.clients)
     app[GEO] = GeoPermissions(settings.clients, settings.abuse.countries)
+    # One tagger for the senders and the webhook of this process.
+    app[RECEIPT_TAGS] = _receipt_tagger(settings)
     role = settings.server.role
     add_routes(app, role)
     app.cleanup_ctx.extend([_redis, _observability, _providers, _audit, _queue])
@@ -120,6 +124,40 @@ def _otp_secret(settings: Settings) -> bytes:
         "process, and replicas cannot check each other's codes. Set otp.secret in production.",
     )
     return secrets.token_bytes(32)
+
+
+def _receipt_tagger(settings: Settings) -> ReceiptTagger:
+    """The receipt tag key, with loud warnings where receipts are less protected than they
+    should be (only when receipts are taken: public_url set and a provider sending them)."""
+    receipt_providers = [
+        p
+        for p in settings.active_providers
+        if isinstance(p, TwilioProviderSettings | VonageProviderSettings)
+    ]
+    takes_receipts = settings.server.public_url is not None and bool(receipt_providers)
+    keys = receipt_keys(settings.server, settings.otp)
+    if takes_receipts and keys is None:
+        _log.warning(
+            "ephemeral_receipt_secret",
+            detail="neither server.receipt_secret nor otp.secret is set: receipt tags use a "
+            "random key that dies with this process, so receipts of messages sent by other "
+            "replicas or before a restart are refused (403). Set server.receipt_secret.",
+        )
+    # Workers send but serve no webhook: the warning belongs to the replicas that take them.
+    if takes_receipts and settings.server.role != "worker":
+        for entry in receipt_providers:
+            if isinstance(entry, VonageProviderSettings) and entry.signature_secret is None:
+                _log.warning(
+                    "unsigned_vonage_receipts",
+                    provider=entry.name,
+                    detail="no signature_secret: Vonage receipts are checked only by our tag "
+                    "in client-ref, so whoever learns one (it travels in the receipts) can "
+                    "report any status for that message. Enable signed webhooks on the "
+                    "Vonage account and set signature_secret.",
+                )
+    if keys is None:
+        return ReceiptTagger(secrets.token_bytes(32))
+    return ReceiptTagger(*keys)
 
 
 def _previous_otp_secret(settings: Settings) -> bytes | None:
@@ -195,7 +233,9 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
     routes: list[Route] = []
     try:
         for provider_settings in settings.active_providers:
-            provider = build_provider(provider_settings, settings.server.public_url)
+            provider = build_provider(
+                provider_settings, settings.server.public_url, app[RECEIPT_TAGS]
+            )
             await provider.start()
             countries = frozenset(provider_settings.countries) - {"*"}
             if "*" in provider_settings.countries:

@@ -85,6 +85,8 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 class ServerSettings(_Section, frozen=True, kw_only=True):
+    _secret_fields = frozenset({"receipt_secret", "receipt_previous_secret"})
+
     host: str = "127.0.0.1"
     port: int = 8080
     # all: API and dispatcher in one process. api: accept and enqueue only. worker: dispatch
@@ -93,10 +95,23 @@ class ServerSettings(_Section, frozen=True, kw_only=True):
     public_url: str | None = None
     # Bound on a graceful stop: time to send what is queued before giving up.
     drain_timeout_s: float = 30.0
+    # Key of the tags that prove a delivery receipt names a message we sent through that
+    # provider; the same on every replica. None: derived from otp.secret (or, without that
+    # either, an ephemeral key: receipts of other replicas and earlier runs are refused).
+    receipt_secret: str | None = None
+    # During a rotation, the secret being replaced: receipts of messages tagged under it
+    # are still taken (keep it for 3 days, the longest a receipt is taken after its send).
+    receipt_previous_secret: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise _invalid("port", "must be between 0 and 65535")
+        for key in ("receipt_secret", "receipt_previous_secret"):
+            value = getattr(self, key)
+            if value is not None and len(value) < 16:
+                raise _invalid(key, "must be at least 16 characters")
+        if self.receipt_previous_secret is not None and self.receipt_secret is None:
+            raise _invalid("receipt_previous_secret", "set receipt_secret too (the new one)")
         if self.drain_timeout_s < 0:
             raise _invalid("drain_timeout_s", "must be >= 0")
         if self.public_url is not None:

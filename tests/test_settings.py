@@ -378,6 +378,19 @@ def test_console_alone_needs_no_flag() -> None:
     assert [p.name for p in settings.active_providers] == ["console", "c2"]
 
 
+def test_receipt_secrets_are_checked_and_may_come_from_the_environment() -> None:
+    short = config_error({"server": {"receipt_secret": "short"}})
+    assert short.key == "server.receipt_secret"
+    alone = config_error({"server": {"receipt_previous_secret": "old-receipt-secret-0123"}})
+    assert alone.key == "server.receipt_previous_secret"
+    settings = parse_settings(
+        {"server": {"receipt_secret": "env:RECEIPTS"}}, env={"RECEIPTS": "r" * 16}
+    )
+    assert settings.server.receipt_secret == "r" * 16
+    overridden = parse_settings({}, env={"SMSGW_SERVER_RECEIPT_SECRET": "s" * 16})
+    assert overridden.server.receipt_secret == "s" * 16
+
+
 def test_duplicate_client_names() -> None:
     raw = {"clients": [{"name": "a", "key": "k" * 16}, {"name": "a", "key": "j" * 16}]}
     assert config_error(raw).key == "clients"
@@ -482,6 +495,7 @@ def test_the_example_config_documents_every_setting_and_loads() -> None:
         "SMSGW_OTP_SECRET": "0123456789abcdef0123",
         "LOGIN_APP_KEY": "abcdefghijklmnopqrstu",
         "TWILIO_AUTH_TOKEN": "token",
+        "SMSGW_RECEIPT_SECRET": "receipt-secret-0123456789",
     }
     settings = load_settings(example, env=env)
     # No console beside Twilio: it would take live traffic and write the codes to a file.
@@ -513,9 +527,15 @@ def test_no_secret_shows_in_the_repr_of_the_settings() -> None:
         "vonage_sig": "vonage-signature-secret-0123",
         "queue": "queue-secret-0123456789abcdef-0123456789",
         "queue_prev": "previous-queue-secret-0123456789abcdef",
+        "receipt": "receipt-secret-0123456789",
+        "old_receipt": "old-receipt-secret-0123456789",
     }
     settings = parse_settings(
         {
+            "server": {
+                "receipt_secret": secrets["receipt"],
+                "receipt_previous_secret": secrets["old_receipt"],
+            },
             "otp": {"secret": secrets["otp"], "previous_secret": secrets["prev"]},
             "redis": {"url": f"redis://:{secrets['redis']}@127.0.0.1:6379/0"},
             "queue": {"secret": secrets["queue"], "previous_secret": secrets["queue_prev"]},

@@ -16,6 +16,7 @@ from smsgw.api.receipts import SeenReceipts
 from smsgw.audit import AuditWriter
 from smsgw.dispatch import Dispatcher, Router
 from smsgw.otp import OtpService
+from smsgw.providers import ReceiptTagger
 from smsgw.queue import MessageQueue
 from smsgw.replicas import Heartbeat
 from smsgw.settings import Settings
@@ -35,6 +36,7 @@ __all__ = [
     "QUEUE",
     "QUOTAS",
     "RECEIPTS",
+    "RECEIPT_TAGS",
     "REDIS",
     "ROUTER",
     "SETTINGS",
@@ -63,6 +65,7 @@ OTP = web.AppKey("otp", OtpService)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 AUDIT = web.AppKey("audit", AuditWriter)
 RECEIPTS = web.AppKey("receipts", SeenReceipts)
+RECEIPT_TAGS = web.AppKey("receipt_tags", ReceiptTagger)
 GEO = web.AppKey("geo", GeoPermissions)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # only with Redis
 # Typed by name: the metrics module imports these keys.

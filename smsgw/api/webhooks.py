@@ -5,14 +5,17 @@ URL's query; Vonage: `client-ref`), so a receipt finds its message even when it 
 before the replica that sent it has stored its own events: it is simply recorded under that
 id, and the trail is complete once everything is stored.
 
-Twilio receipts must carry a valid `X-Twilio-Signature` for the configured public URL (403
-otherwise). Vonage receipts must carry a valid `sig` and a `timestamp` of the last 5 minutes
-when the provider has a `signature_secret` (signed webhooks on the Vonage account); without
-one they are accepted for ids of our shape, which are 128 random bits, so a forger would
-have to know one. A receipt that repeats one already recorded (Twilio retries, a provider
-sending twice) changes nothing; intermediate statuses are ignored; a receipt older than the
-memory of seen ones (Twilio: the send time in the signed callback URL; Vonage:
-`message-timestamp`) is refused as stale, so a replay cannot be recorded again.
+Every receipt must carry the tag the send put beside the id and the send time (see
+smsgw.providers.receipt_tags): it proves we sent that message through that provider, so a
+forger can neither make up an id nor name a real message, and a receipt cannot be moved to
+another provider's webhook. Without a valid tag: 403, nothing recorded, no seen-receipt entry.
+Twilio receipts must also carry a valid `X-Twilio-Signature` for the configured public URL
+(403 otherwise). Vonage receipts must also carry a valid `sig` and a `timestamp` of the last
+5 minutes when the provider has a `signature_secret` (signed webhooks on the Vonage account);
+without one, the tag is their only check (the app warns at start-up). A receipt that repeats
+one already recorded (Twilio retries, a provider sending twice) changes nothing; intermediate
+statuses are ignored; a receipt older than the memory of seen ones (the tagged send time;
+Vonage's `message-timestamp` too) is refused as stale, so a replay cannot be recorded again.
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ import msgspec
 from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
-from smsgw.api.keys import AUDIT, RECEIPTS, SETTINGS
+from smsgw.api.keys import AUDIT, RECEIPT_TAGS, RECEIPTS, SETTINGS
 from smsgw.api.problems import Problem
-from smsgw.providers import factory, twilio, vonage
+from smsgw.providers import ReceiptTagger, factory, twilio, vonage
 from smsgw.redis_keys import RECEIPT_TTL_S
 from smsgw.settings import TwilioProviderSettings, VonageProviderSettings, VonageSignatureMethod
 
 __all__ = ["receive_receipt"]
 
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
+_EPOCH = re.compile(r"[0-9]{1,12}")
 # A signed Vonage receipt must have been signed within this long (either way: clock skew).
 SIGNED_RECEIPT_MAX_AGE_S = 300.0
 
@@ -62,13 +66,15 @@ async def receive_receipt(request: web.Request) -> web.Response:
             "receipts are taken for configured twilio and vonage providers when "
             "server.public_url is set",
         )
+    tagger = request.app[RECEIPT_TAGS]
     if isinstance(entry, TwilioProviderSettings):
-        receipt = await _twilio_receipt(request, entry, factory.receipt_url(public_url, name))
+        url = factory.receipt_url(public_url, name)
+        receipt = await _twilio_receipt(request, entry, url, tagger)
     else:
         params = await _vonage_params(request)
         if entry.signature_secret is not None:
             _check_vonage_signature(params, entry.signature_secret, entry.signature_method)
-        receipt = _vonage_receipt(params)
+        receipt = _vonage_receipt(params, name, tagger)
     if receipt is None:
         return web.Response(status=204)
     if await request.app[RECEIPTS].first_time(receipt.message_id, receipt.status):
@@ -83,7 +89,7 @@ async def receive_receipt(request: web.Request) -> web.Response:
 
 
 async def _twilio_receipt(
-    request: web.Request, entry: TwilioProviderSettings, url: str
+    request: web.Request, entry: TwilioProviderSettings, url: str, tagger: ReceiptTagger
 ) -> Receipt | None:
     form = await request.post()
     params = [(k, v) for k, v in form.items() if isinstance(v, str)]
@@ -92,13 +98,16 @@ async def _twilio_receipt(
     presented = request.headers.get("X-Twilio-Signature", "")
     if not hmac.compare_digest(expected.encode(), presented.encode()):
         raise Problem(403, "invalid-signature", "Invalid signature", "X-Twilio-Signature")
-    _refuse_if_stale(_epoch(request.query.get("t")))
+    query = request.query
+    message_id = _message_id(query.get("message_id"))
+    sent_at = _check_tag(tagger, entry.name, message_id, query.get("t"), query.get("tag"))
+    _refuse_if_stale(sent_at)
     status = twilio.RECEIPT_STATUSES.get(str(form.get("MessageStatus", "")))
     if status is None:
         return None
     error = _text(form.get("ErrorCode"))
     return Receipt(
-        message_id=_message_id(request.query.get("message_id")),
+        message_id=message_id,
         status=status,
         provider_message_id=_text(form.get("MessageSid")),
         reason=f"twilio error {error}" if error else None,
@@ -133,18 +142,47 @@ def _check_vonage_signature(
         raise Problem(403, "invalid-signature", "Invalid signature", detail)
 
 
-def _vonage_receipt(params: MultiMapping[Any]) -> Receipt | None:
+def _vonage_receipt(
+    params: MultiMapping[Any], provider: str, tagger: ReceiptTagger
+) -> Receipt | None:
+    raw_ref = params.get("client-ref")
+    message_id, raw_sent_at, tag = vonage.parse_client_ref(
+        raw_ref if isinstance(raw_ref, str) else ""
+    )
+    message_id = _message_id(message_id)
+    sent_at = _check_tag(tagger, provider, message_id, raw_sent_at, tag)
+    _refuse_if_stale(sent_at)
     _refuse_if_stale(_vonage_time(params.get("message-timestamp")))
     status = vonage.RECEIPT_STATUSES.get(str(params.get("status", "")))
     if status is None:
         return None
     error = params.get("err-code")
     return Receipt(
-        message_id=_message_id(params.get("client-ref")),
+        message_id=message_id,
         status=status,
         provider_message_id=_text(params.get("messageId")),
         reason=f"vonage err-code {error}" if error and error != "0" else None,
     )
+
+
+def _check_tag(
+    tagger: ReceiptTagger, provider: str, message_id: str, sent_at: object, tag: object
+) -> int:
+    """The tagged send time, once the tag proves we sent `message_id` through `provider`
+    then; 403 otherwise (a forgery, another provider's receipt, or a key we no longer have)."""
+    epoch = _epoch(sent_at)
+    if (
+        epoch is None
+        or not isinstance(tag, str)
+        or not tagger.verify(provider, message_id, int(epoch), tag)
+    ):
+        raise Problem(
+            403,
+            "invalid-receipt-tag",
+            "Receipt not ours",
+            "the receipt does not carry our tag for a message sent through this provider",
+        )
+    return int(epoch)
 
 
 def _refuse_if_stale(sent_at: float | None) -> None:
@@ -154,7 +192,8 @@ def _refuse_if_stale(sent_at: float | None) -> None:
 
 
 def _epoch(value: object) -> float | None:
-    if not isinstance(value, str) or not value.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which float() then refuses.
+    if not isinstance(value, str) or not _EPOCH.fullmatch(value):
         return None
     return float(value)
 

@@ -4,6 +4,7 @@ from smsgw.providers.airtel import AirtelProvider
 from smsgw.providers.base import OutgoingSms, Provider, SendReceipt
 from smsgw.providers.console import ConsoleProvider
 from smsgw.providers.factory import build_provider
+from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.providers.twilio import TwilioProvider
 from smsgw.providers.vonage import VonageProvider
 
@@ -12,6 +13,7 @@ __all__ = [
     "ConsoleProvider",
     "OutgoingSms",
     "Provider",
+    "ReceiptTagger",
     "SendReceipt",
     "TwilioProvider",
     "VonageProvider",

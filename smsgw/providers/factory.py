@@ -7,6 +7,7 @@ from urllib.parse import quote
 from smsgw.providers.airtel import AirtelProvider
 from smsgw.providers.base import Provider
 from smsgw.providers.console import ConsoleProvider
+from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.providers.twilio import TwilioProvider
 from smsgw.providers.vonage import VonageProvider
 from smsgw.settings import (
@@ -25,14 +26,19 @@ def receipt_url(public_url: str, provider_name: str) -> str:
     return f"{public_url.rstrip('/')}/v1/webhooks/{quote(provider_name, safe='')}"
 
 
-def build_provider(settings: ProviderSettings, public_url: str | None = None) -> Provider:
+def build_provider(
+    settings: ProviderSettings,
+    public_url: str | None = None,
+    tagger: ReceiptTagger | None = None,
+) -> Provider:
     """`public_url` (server.public_url): where providers reach our receipt webhooks; without
-    it no callback is requested (Vonage then uses the account's dashboard setting)."""
+    it no callback is requested (Vonage then uses the account's dashboard setting).
+    `tagger`: tags each send so its receipts prove we sent it (needed with `public_url`)."""
     callback = None if public_url is None else receipt_url(public_url, settings.name)
     if isinstance(settings, TwilioProviderSettings):
-        return TwilioProvider(settings, callback)
+        return TwilioProvider(settings, callback, tagger)
     if isinstance(settings, VonageProviderSettings):
-        return VonageProvider(settings, callback)
+        return VonageProvider(settings, callback, tagger)
     if isinstance(settings, AirtelProviderSettings):
         return AirtelProvider(settings)
     if isinstance(settings, ConsoleProviderSettings):

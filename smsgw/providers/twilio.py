@@ -15,6 +15,7 @@ import aiohttp
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers import _http
 from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.settings import TwilioProviderSettings
 
 __all__ = ["RECEIPT_STATUSES", "TwilioProvider", "request_signature"]
@@ -57,12 +58,21 @@ def request_signature(auth_token: str, url: str, params: Iterable[tuple[str, str
 
 
 class TwilioProvider(Provider):
-    def __init__(self, settings: TwilioProviderSettings, callback: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: TwilioProviderSettings,
+        callback: str | None = None,
+        tagger: ReceiptTagger | None = None,
+    ) -> None:
         """`callback`: our receipt webhook; each send asks Twilio to report there, with the
-        message's id in the query so a receipt finds its message whenever it arrives."""
+        message's id in the query so a receipt finds its message whenever it arrives, and
+        the `tagger`'s tag proving we sent it through this provider."""
         super().__init__(settings.name)
+        if callback is not None and tagger is None:
+            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
         self._settings = settings
         self._callback = callback
+        self._tagger = tagger
         account = quote(settings.account_sid, safe="")
         self._url = f"{settings.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
         credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
@@ -93,9 +103,12 @@ class TwilioProvider(Provider):
 
     def _form(self, sms: OutgoingSms) -> bytes:
         fields = [("To", sms.to), ("Body", sms.body), *self._fixed_fields]
-        if self._callback is not None:
-            # When it was sent, inside the signed URL: a receipt replayed later is refused.
-            query = urlencode([("message_id", sms.message_id), ("t", str(int(time.time())))])
+        if self._callback is not None and self._tagger is not None:
+            # When it was sent, inside the signed URL and under the tag: a receipt replayed
+            # later is refused as stale.
+            sent_at = int(time.time())
+            tag = self._tagger.tag(self.name, sms.message_id, sent_at)
+            query = urlencode([("message_id", sms.message_id), ("t", str(sent_at)), ("tag", tag)])
             fields.append(("StatusCallback", f"{self._callback}?{query}"))
         if sms.validity_s is not None:
             validity = min(max(sms.validity_s, _VALIDITY_MIN), _VALIDITY_MAX)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
@@ -19,9 +20,17 @@ from smsgw.errors import PermanentProviderError, RetryableProviderError, Throttl
 from smsgw.providers import _http
 from smsgw.providers._gsm import is_gsm7
 from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.settings import VonageProviderSettings, VonageSignatureMethod
 
-__all__ = ["RECEIPT_STATUSES", "STATUS_OUTCOMES", "VonageProvider", "webhook_signature"]
+__all__ = [
+    "RECEIPT_STATUSES",
+    "STATUS_OUTCOMES",
+    "VonageProvider",
+    "client_ref",
+    "parse_client_ref",
+    "webhook_signature",
+]
 
 # throttled: nothing processed, pause the provider and requeue (not a failure).
 # retryable: Vonage's own trouble; another try (here or elsewhere) may work.
@@ -64,8 +73,23 @@ RECEIPT_STATUSES: Final[dict[str, str]] = {
 }
 # `ttl` range the API accepts, in milliseconds.
 _TTL_MIN_MS, _TTL_MAX_MS = 20_000, 604_800_000
-# Vonage rejects a longer `callback`.
+# Vonage rejects a longer `callback` or `client-ref`.
 _CALLBACK_MAX_CHARS = 100
+_CLIENT_REF_MAX_CHARS = 100
+
+
+def client_ref(message_id: str, sent_at: int, tag: str) -> str:
+    """What a send puts in `client-ref`, echoed in every receipt of the message:
+    `<message id>.<send time>.<tag>` (80 characters for our ids)."""
+    return f"{message_id}.{sent_at}.{tag}"
+
+
+def parse_client_ref(value: str) -> tuple[str, str | None, str | None]:
+    """(message id, send time, tag) of a receipt's `client-ref`; the last two are None
+    when it carries none (a forgery, or a message sent before tags existed)."""
+    message_id, _, rest = value.partition(".")
+    sent_at, _, tag = rest.partition(".")
+    return message_id, sent_at or None, tag or None
 
 
 def webhook_signature(
@@ -87,11 +111,22 @@ def webhook_signature(
 
 
 class VonageProvider(Provider):
-    def __init__(self, settings: VonageProviderSettings, callback: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: VonageProviderSettings,
+        callback: str | None = None,
+        tagger: ReceiptTagger | None = None,
+    ) -> None:
+        """`callback`: our receipt webhook (None: the account's dashboard setting). With a
+        `tagger`, each `client-ref` carries the tag proving we sent the message through this
+        provider; our webhook refuses receipts without it."""
         super().__init__(settings.name)
         if callback is not None and len(callback) > _CALLBACK_MAX_CHARS:
             raise ValueError(f"Vonage callback URLs are limited to {_CALLBACK_MAX_CHARS} chars")
+        if callback is not None and tagger is None:
+            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
         self._settings = settings
+        self._tagger = tagger
         self._url = f"{settings.base_url.rstrip('/')}/sms/json"
         self._headers = {
             "Content-Type": "application/x-www-form-urlencoded",
@@ -120,11 +155,21 @@ class VonageProvider(Provider):
             await self._session.close()
             self._session = None
 
+    def _client_ref(self, message_id: str) -> str:
+        if self._tagger is None:
+            return message_id
+        sent_at = int(time.time())
+        ref = client_ref(message_id, sent_at, self._tagger.tag(self.name, message_id, sent_at))
+        if len(ref) > _CLIENT_REF_MAX_CHARS:
+            # Our ids are 36 characters; anything longer is a caller's bug, not a send.
+            raise ValueError(f"client-ref over {_CLIENT_REF_MAX_CHARS} characters")
+        return ref
+
     def _form(self, sms: OutgoingSms) -> bytes:
         fields = [
             ("to", sms.to.removeprefix("+")),
             ("text", sms.body),
-            ("client-ref", sms.message_id),
+            ("client-ref", self._client_ref(sms.message_id)),
         ]
         if not is_gsm7(sms.body):
             fields.append(("type", "unicode"))

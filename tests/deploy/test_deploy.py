@@ -264,6 +264,21 @@ def test_configmap_and_secret_make_a_valid_production_config(name: str) -> None:
     assert env["SMSGW_CONFIG"] == "/etc/smsgw/smsgw.toml"
 
 
+def test_production_receipts_are_signed_and_tagged_under_a_shared_key() -> None:
+    """Webhooks are public: every Vonage provider must check Vonage's signature, and the
+    receipt tag key must be a dedicated secret shared by all pods (not derived per pod, not
+    tied to otp.secret's rotation)."""
+    settings = _production_settings(DEPLOYMENTS["smsgw-api"])
+    assert settings.server.public_url is not None
+    assert settings.server.receipt_secret is not None
+    assert settings.server.receipt_secret != settings.otp.secret
+    vonage = [p for p in settings.providers if isinstance(p, VonageProviderSettings)]
+    assert vonage
+    for entry in vonage:
+        assert entry.signature_secret is not None, entry.name
+        assert entry.signature_method != "md5hash", entry.name  # an HMAC, not MD5(text+key)
+
+
 def test_migrate_job_loads_the_same_configuration() -> None:
     (job,) = _all("Job")
     (container,) = _containers(job)

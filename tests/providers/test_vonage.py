@@ -27,9 +27,14 @@ from smsgw.errors import (
     RetryableProviderError,
     ThrottledError,
 )
-from smsgw.providers import build_provider
+from smsgw.providers import ReceiptTagger, build_provider
 from smsgw.providers.base import OutgoingSms
-from smsgw.providers.vonage import STATUS_OUTCOMES, VonageProvider
+from smsgw.providers.vonage import (
+    STATUS_OUTCOMES,
+    VonageProvider,
+    client_ref,
+    parse_client_ref,
+)
 from smsgw.settings import VonageProviderSettings, parse_settings
 from tests.helpers import FakeHttp, code_in, make_settings
 
@@ -158,7 +163,10 @@ async def test_non_gsm_text_is_sent_as_unicode(
 
 
 async def test_numeric_sender_loses_its_plus_and_callback_is_sent(fake: Any) -> None:
-    p = VonageProvider(settings(from_="+15005550006"), callback="https://sms.example.com/cb")
+    tagger = ReceiptTagger(b"k" * 32)
+    p = VonageProvider(
+        settings(from_="+15005550006"), callback="https://sms.example.com/cb", tagger=tagger
+    )
     await p.start()
     try:
         fake.post(URL_, status=200, payload=ok())
@@ -168,6 +176,22 @@ async def test_numeric_sender_loses_its_plus_and_callback_is_sent(fake: Any) -> 
     form = form_of(fake)
     assert form["from"] == ["15005550006"]
     assert form["callback"] == ["https://sms.example.com/cb"]
+    # client-ref: our id, the send time and the tag proving we sent it through "vonage".
+    [ref] = form["client-ref"]
+    message_id, sent_at, tag = parse_client_ref(ref)
+    assert message_id == "msg_1"
+    assert sent_at is not None
+    assert tag is not None
+    assert tagger.verify("vonage", "msg_1", int(sent_at), tag)
+    assert not tagger.verify("twilio", "msg_1", int(sent_at), tag)
+    assert not ReceiptTagger(b"j" * 32).verify("vonage", "msg_1", int(sent_at), tag)
+
+
+def test_a_tagged_client_ref_of_our_ids_fits_vonages_limit() -> None:
+    message_id = "msg_" + "f" * 32
+    sent_at = 10**10 - 1  # a send time of ten digits, until the year 2286
+    tag = ReceiptTagger(b"k" * 32).tag("vonage", message_id, sent_at)
+    assert len(client_ref(message_id, sent_at, tag)) == 80 <= 100
 
 
 def test_overlong_callback_is_refused_at_construction() -> None:
