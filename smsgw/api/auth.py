@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from smsgw.api.inputs import header_bytes
 from smsgw.api.problems import Problem
 from smsgw.settings import ClientSettings
 
@@ -33,11 +34,12 @@ class ClientAuth:
         """The calling client's name, or a 401 problem."""
         if not self._clients:
             return ANONYMOUS_CLIENT
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        # The bytes as sent: a header that is not UTF-8 is simply a key that matches none.
+        header = header_bytes(request, "Authorization") or b""
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
             raise _unauthorized("send 'Authorization: Bearer <api key>'")
-        presented = hashlib.sha256(token.strip().encode()).digest()
+        presented = hashlib.sha256(token.strip()).digest()
         found: str | None = None
         # No early exit: the time taken does not depend on which client (if any) matched.
         for name, expected in self._clients:

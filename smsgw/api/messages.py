@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from smsgw.api.destinations import DestinationErrors, parse_destination
-from smsgw.api.intake import decode_body
+from smsgw.api.inputs import decode_json
 from smsgw.api.keys import AUDIT, QUEUE
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response
@@ -29,7 +29,7 @@ def _message(client: str, data: MessageBody, phone: PhoneNumber) -> Message:
 
 
 async def send_message(request: web.Request, client: str, body: bytes) -> web.Response:
-    data = decode_body(body, MessageBody)
+    data = decode_json(body, MessageBody)
     phone = parse_destination(request, client, data.to, "#/to")
     assert phone is not None  # parse_destination raised otherwise
     message = _message(client, data, phone)
@@ -42,7 +42,7 @@ async def send_message(request: web.Request, client: str, body: bytes) -> web.Re
 
 
 async def send_batch(request: web.Request, client: str, body: bytes) -> web.Response:
-    data = decode_body(body, MessageBatchBody)
+    data = decode_json(body, MessageBatchBody)
     errors = DestinationErrors()
     messages: list[Message] = []
     for index, item in enumerate(data.messages):

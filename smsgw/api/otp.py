@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from smsgw.api.destinations import parse_destination
-from smsgw.api.intake import decode_body
+from smsgw.api.inputs import decode_json
 from smsgw.api.keys import METRICS, OTP
 from smsgw.api.problems import Problem
 from smsgw.api.queueing import queue_full_problem
@@ -31,7 +31,7 @@ _SEND_REFUSALS = {
 
 
 async def start_verification(request: web.Request, client: str, body: bytes) -> web.Response:
-    data = decode_body(body, OtpStartBody)
+    data = decode_json(body, OtpStartBody)
     phone = parse_destination(request, client, data.phone, "#/phone")
     assert phone is not None  # parse_destination raised otherwise
     try:
@@ -70,7 +70,7 @@ async def start_verification(request: web.Request, client: str, body: bytes) -> 
 
 
 async def verify_code(request: web.Request, client: str, body: bytes) -> web.Response:
-    data = decode_body(body, OtpVerifyBody)
+    data = decode_json(body, OtpVerifyBody)
     if (data.id is None) == (data.phone is None):
         raise Problem(
             400,

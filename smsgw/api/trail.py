@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from smsgw.api.inputs import MESSAGE_ID, int_query, query_problem
 from smsgw.api.intake import authorized_client
 from smsgw.api.keys import AUDIT
 from smsgw.api.problems import Problem
@@ -37,7 +38,11 @@ _EVENT_FIELDS = ("provider", "attempt", "provider_message_id", "reason", "replic
 async def show_message(request: web.Request) -> web.Response:
     client = await authorized_client(request)
     message_id = request.match_info["message_id"]
-    summary = await _summary(request.app[AUDIT], message_id, client)
+    # An id of another shape was never ours: no lookup (a store may refuse odd keys, e.g.
+    # DynamoDB's over 2048 bytes), the same 404 as an unknown one.
+    summary = None
+    if MESSAGE_ID.fullmatch(message_id):
+        summary = await _summary(request.app[AUDIT], message_id, client)
     if summary is None:
         raise Problem(
             404, "message-not-found", "Message not found", "no message with this id was sent"
@@ -61,7 +66,7 @@ async def list_messages(request: web.Request) -> web.Response:
             cursor=query.cursor,
         )
     except ValueError as exc:
-        raise _bad_param("cursor", "not a cursor from this listing") from exc
+        raise query_problem("cursor", "not a cursor from this listing") from exc
     except AuditUnavailable as exc:
         raise _audit_unavailable() from exc
     gate = asyncio.Semaphore(_PAGE_CONCURRENCY)
@@ -132,11 +137,13 @@ class _ListQuery:
         params = request.query
         for name in params:
             if name not in _LIST_PARAMS:
-                raise _bad_param(name, f"unknown parameter; use {', '.join(sorted(_LIST_PARAMS))}")
+                raise query_problem(
+                    name, f"unknown parameter; use {', '.join(sorted(_LIST_PARAMS))}"
+                )
             if len(params.getall(name)) > 1:
-                raise _bad_param(name, "give it once")
+                raise query_problem(name, "give it once")
         if "to" not in params:
-            raise _bad_param("to", "required: the recipient's number")
+            raise query_problem("to", "required: the recipient's number")
         raw_to = params["to"]
         if raw_to.startswith(" "):
             # An unencoded "+" in a query string arrives as a space: read it as the "+".
@@ -144,16 +151,11 @@ class _ListQuery:
         try:
             to = parse_phone(raw_to).e164
         except InvalidPhoneNumber as exc:
-            raise _bad_param("to", str(exc)) from exc
+            raise query_problem("to", str(exc)) from exc
         since, until = _time_param(params, "since"), _time_param(params, "until")
         if since is not None and until is not None and since > until:
-            raise _bad_param("since", "must not be after until")
-        limit = DEFAULT_PAGE
-        if "limit" in params:
-            raw = params["limit"]
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-                raise _bad_param("limit", f"an integer from 1 to {MAX_PAGE}")
-            limit = int(raw)
+            raise query_problem("since", "must not be after until")
+        limit = int_query(params, "limit", low=1, high=MAX_PAGE, default=DEFAULT_PAGE)
         cursor = None
         if "cursor" in params:
             cursor = _decode_cursor(params["cursor"])
@@ -166,9 +168,9 @@ def _time_param(params: Any, name: str) -> float | None:
     try:
         stamp = datetime.fromisoformat(params[name])
     except ValueError as exc:
-        raise _bad_param(name, "an RFC 3339 time, e.g. 2026-11-28T12:00:00Z") from exc
+        raise query_problem(name, "an RFC 3339 time, e.g. 2026-11-28T12:00:00Z") from exc
     if stamp.tzinfo is None:
-        raise _bad_param(name, "give a time zone offset or Z")
+        raise query_problem(name, "give a time zone offset or Z")
     return stamp.timestamp()
 
 
@@ -180,17 +182,7 @@ def _decode_cursor(raw: str) -> str:
     try:
         return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except ValueError as exc:  # bad base64 (binascii.Error), non-ASCII, not UTF-8
-        raise _bad_param("cursor", "not a cursor from this listing") from exc
-
-
-def _bad_param(name: str, detail: str) -> Problem:
-    return Problem(
-        400,
-        "invalid-query",
-        "Invalid query parameter",
-        f"{name}: {detail}",
-        errors=[{"pointer": f"?{name}", "detail": detail}],
-    )
+        raise query_problem("cursor", "not a cursor from this listing") from exc
 
 
 def _audit_unavailable() -> Problem:

@@ -21,16 +21,15 @@ Vonage's `message-timestamp` too) is refused as stale, so a replay cannot be rec
 from __future__ import annotations
 
 import hmac
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
+from smsgw.api.inputs import MESSAGE_ID, ascii_int, decode_json, form_body, header_bytes, read_body
 from smsgw.api.keys import AUDIT, RECEIPT_TAGS, RECEIPTS, SETTINGS
 from smsgw.api.problems import Problem
 from smsgw.providers import ReceiptTagger, factory, twilio, vonage
@@ -39,8 +38,6 @@ from smsgw.settings import TwilioProviderSettings, VonageProviderSettings, Vonag
 
 __all__ = ["receive_receipt"]
 
-_MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
-_EPOCH = re.compile(r"[0-9]{1,12}")
 # A signed Vonage receipt must have been signed within this long (either way: clock skew).
 SIGNED_RECEIPT_MAX_AGE_S = 300.0
 
@@ -91,12 +88,11 @@ async def receive_receipt(request: web.Request) -> web.Response:
 async def _twilio_receipt(
     request: web.Request, entry: TwilioProviderSettings, url: str, tagger: ReceiptTagger
 ) -> Receipt | None:
-    form = await request.post()
-    params = [(k, v) for k, v in form.items() if isinstance(v, str)]
+    form = await form_body(request, _bad("the body is not a UTF-8 form"))
     signed_url = url + (f"?{request.query_string}" if request.query_string else "")
-    expected = twilio.request_signature(entry.auth_token, signed_url, params)
-    presented = request.headers.get("X-Twilio-Signature", "")
-    if not hmac.compare_digest(expected.encode(), presented.encode()):
+    expected = twilio.request_signature(entry.auth_token, signed_url, form.items())
+    presented = header_bytes(request, "X-Twilio-Signature") or b""
+    if not hmac.compare_digest(expected.encode(), presented):
         raise Problem(403, "invalid-signature", "Invalid signature", "X-Twilio-Signature")
     query = request.query
     message_id = _message_id(query.get("message_id"))
@@ -119,12 +115,9 @@ async def _vonage_params(request: web.Request) -> MultiMapping[Any]:
     if request.method == "GET":
         return request.query
     if request.content_type == "application/json":
-        try:
-            data = msgspec.json.decode(await request.read(), type=dict[str, Any])
-        except msgspec.DecodeError as exc:
-            raise _bad("the body is not a JSON object") from exc
+        data = decode_json(await read_body(request), dict[str, Any])
         return MultiDict({k: str(v) for k, v in data.items() if v is not None})
-    return await request.post()
+    return await form_body(request, _bad("the body is neither JSON nor a UTF-8 form"))
 
 
 def _check_vonage_signature(
@@ -170,11 +163,11 @@ def _check_tag(
 ) -> int:
     """The tagged send time, once the tag proves we sent `message_id` through `provider`
     then; 403 otherwise (a forgery, another provider's receipt, or a key we no longer have)."""
-    epoch = _epoch(sent_at)
+    seconds = ascii_int(sent_at)
     if (
-        epoch is None
+        seconds is None
         or not isinstance(tag, str)
-        or not tagger.verify(provider, message_id, int(epoch), tag)
+        or not tagger.verify(provider, message_id, seconds, tag)
     ):
         raise Problem(
             403,
@@ -182,7 +175,7 @@ def _check_tag(
             "Receipt not ours",
             "the receipt does not carry our tag for a message sent through this provider",
         )
-    return int(epoch)
+    return seconds
 
 
 def _refuse_if_stale(sent_at: float | None) -> None:
@@ -192,10 +185,8 @@ def _refuse_if_stale(sent_at: float | None) -> None:
 
 
 def _epoch(value: object) -> float | None:
-    # ASCII digits only: str.isdigit() also takes "²", which float() then refuses.
-    if not isinstance(value, str) or not _EPOCH.fullmatch(value):
-        return None
-    return float(value)
+    seconds = ascii_int(value)
+    return None if seconds is None else float(seconds)
 
 
 def _vonage_time(value: object) -> float | None:
@@ -209,7 +200,7 @@ def _vonage_time(value: object) -> float | None:
 
 
 def _message_id(value: object) -> str:
-    if not isinstance(value, str) or not _MESSAGE_ID.fullmatch(value):
+    if not isinstance(value, str) or not MESSAGE_ID.fullmatch(value):
         raise _bad("the receipt names no message of ours")
     return value
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import read_sms
+from tests.helpers import app_client, read_sms
 
 PHONE = "+14155550100"
 LANDLINE = "+442079460000"  # a London fixed line: valid, but no SMS
@@ -458,3 +460,265 @@ async def test_unknown_route_or_method_is_a_problem(
     if status == 405:
         assert response.headers["Allow"]
     await assert_nothing_sent(client, sms_path)
+
+
+# -- malformed input is a 4xx problem, never a 500, and logs no traceback ------------------
+#
+# Each of these used to crash a handler (500) with a full traceback in the log: a way to
+# flood logs. They are sent as raw bytes where a client library would refuse to build them.
+
+API_KEY = "bad-input-key-0123456789"
+PUBLIC = "https://sms.example.com"
+DEEP = 5000  # levels of nesting; Python's recursion limit is 1000
+
+
+class Logs:
+    """structlog events and stdlib records (aiohttp's own logger) of one test."""
+
+    def __init__(self, events: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+        self.events = events
+        self.caplog = caplog
+
+    def assert_no_traceback(self) -> None:
+        with_traceback = [e for e in self.events if e.get("exc_info") or e.get("exception")]
+        assert with_traceback == []
+        assert [e for e in self.events if e["log_level"] in ("error", "critical")] == []
+        assert [r.getMessage() for r in self.caplog.records if r.exc_info] == []
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
+    caplog.set_level(logging.DEBUG)
+    with structlog.testing.capture_logs() as events:
+        yield Logs(events, caplog)
+
+
+async def raw_request(client: Client, head: bytes, body: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Send `head` (request line and headers, without the blank line) and `body` as they
+    are; returns (status, raw headers, body)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        length = b"Content-Length: %d\r\n" % len(body) if body else b""
+        writer.write(head + b"\r\nConnection: close\r\n" + length + b"\r\n" + body)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), headers, payload
+
+
+def raw_problem(status: int, headers: bytes, body: bytes, expected: int) -> dict[str, Any]:
+    assert status == expected, body
+    assert b"content-type: application/problem+json" in headers.lower(), headers
+    payload: dict[str, Any] = orjson.loads(body)
+    assert payload["status"] == expected
+    return payload
+
+
+def deep_bodies(route: str) -> list[bytes]:
+    """Bodies nested far beyond the recursion limit, in place of the body and of a field."""
+    valid = orjson.dumps(VALID[route])
+    field = valid[:-1] + b', "x": ' + b"[" * DEEP + b"]" * DEEP + b"}"
+    return [
+        b"[" * DEEP + b"]" * DEEP,
+        b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+        b"[" * DEEP,  # deep and truncated
+        field,
+    ]
+
+
+DEEP_CASES = [(route, body) for route in ROUTES for body in deep_bodies(route)]
+
+
+@pytest.mark.parametrize(
+    ("route", "body"), DEEP_CASES, ids=[f"{r}-{i % 4}" for i, (r, _) in enumerate(DEEP_CASES)]
+)
+async def test_deeply_nested_json_is_400(
+    client: Client, sms_path: Path, logs: Logs, route: str, body: bytes
+) -> None:
+    payload = await problem(await post_raw(client, route, body), 400)
+    assert slug(payload) in ("malformed-json", "invalid-request")
+    await assert_nothing_sent(client, sms_path)
+    logs.assert_no_traceback()
+
+
+@pytest.fixture
+async def keyed_client(aiohttp_client: Any, sms_path: Path) -> Client:
+    return await app_client(aiohttp_client, sms_path, clients=[{"name": "a", "key": API_KEY}])
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Bearer \xff\xfe",
+        b"Bearer " + API_KEY.encode() + b"\xff",
+        b"\xc3\x28 x",
+        b"Bearer \xed\xa0\x80",
+    ],
+)
+@pytest.mark.parametrize("target", [b"POST /v1/messages", b"GET /v1/messages/msg_1"])
+async def test_authorization_that_is_not_utf8_is_401(
+    keyed_client: Client, logs: Logs, authorization: bytes, target: bytes
+) -> None:
+    head = target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Authorization: " + authorization
+    body = orjson.dumps(VALID["/v1/messages"]) if target.startswith(b"POST") else b""
+    payload = raw_problem(*await raw_request(keyed_client, head, body), 401)
+    assert slug(payload) == "unauthorized"
+    logs.assert_no_traceback()
+
+
+async def test_idempotency_key_that_is_not_utf8_is_400(
+    client: Client, sms_path: Path, logs: Logs
+) -> None:
+    head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Idempotency-Key: key-\xff\xfe"
+    body = orjson.dumps(VALID["/v1/messages"])
+    payload = raw_problem(*await raw_request(client, head, body), 400)
+    assert slug(payload) == "invalid-idempotency-key"
+    await assert_nothing_sent(client, sms_path)
+    logs.assert_no_traceback()
+
+
+@pytest.mark.parametrize(
+    "limit",
+    ["%C2%B2", "%D9%A3", "%EF%BC%91", "1" * 5000, "0", "101", "-1", "+5", " 5", "5 ", "%FF"],
+    ids=[
+        "superscript-2",
+        "arabic-3",
+        "fullwidth-1",
+        "5000-digits",
+        "0",
+        "101",
+        "-1",
+        "+5",
+        "space-5",
+        "5-space",
+        "not-utf8",
+    ],
+)
+async def test_limit_that_is_not_an_ascii_integer_in_range_is_400(
+    client: Client, logs: Logs, limit: str
+) -> None:
+    response = await client.get(f"/v1/messages?to=%2B14155550100&limit={limit}")
+    payload = await problem(response, 400)
+    assert payload["errors"] == [{"pointer": "?limit", "detail": payload["errors"][0]["detail"]}]
+    logs.assert_no_traceback()
+
+
+@pytest.mark.parametrize("message_id", ["%FF", "%ED%A0%80", "msg_" + "a" * 3000, "%00"])
+async def test_any_message_id_of_another_shape_is_404(
+    client: Client, logs: Logs, message_id: str
+) -> None:
+    payload = await problem(await client.get(f"/v1/messages/{message_id}"), 404)
+    assert slug(payload) == "message-not-found"
+    logs.assert_no_traceback()
+
+
+TWILIO = {
+    "name": "twilio",
+    "kind": "twilio",
+    "account_sid": "AC1",
+    "auth_token": "t" * 32,
+    "from": "+15005550006",
+}
+VONAGE = {"name": "vonage", "kind": "vonage", "api_key": "k", "api_secret": "s", "from": "x"}
+
+
+@pytest.fixture
+async def webhooks(aiohttp_client: Any, sms_path: Path) -> Client:
+    signed_vonage = {**VONAGE, "name": "signed", "signature_secret": "vonage-signature-secret"}
+    return await app_client(
+        aiohttp_client,
+        sms_path,
+        server={"public_url": PUBLIC, "receipt_secret": "receipt-secret-0123456789"},
+        providers=[TWILIO, VONAGE, signed_vonage],
+    )
+
+
+@pytest.mark.parametrize("provider", [b"twilio", b"vonage", b"signed"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (b"application/json", b"[" * DEEP + b"]" * DEEP),
+        (b"application/json", b'{"a":' * DEEP + b"1" + b"}" * DEEP),
+        (b"application/json", b'{"status": "delivered", "x": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        (b"application/json", b"\xff\xfe"),
+        (b"application/x-www-form-urlencoded", b"MessageStatus=\xff\xfe"),
+        (b"application/x-www-form-urlencoded; charset=no-such-charset", b"a=b"),
+        (b"multipart/form-data", b"xx"),
+        (b"multipart/form-data; boundary=zz", b"garbage"),
+    ],
+    ids=[
+        "deep-array",
+        "deep-object",
+        "deep-field",
+        "json-not-utf8",
+        "form-not-utf8",
+        "unknown-charset",
+        "multipart-no-boundary",
+        "multipart-garbage",
+    ],
+)
+async def test_malformed_webhook_bodies_are_4xx(
+    webhooks: Client, logs: Logs, provider: bytes, content_type: bytes, body: bytes
+) -> None:
+    head = b"POST /v1/webhooks/" + provider + b" HTTP/1.1\r\nHost: x\r\n"
+    head += b"Content-Type: " + content_type
+    status, headers, payload = await raw_request(webhooks, head, body)
+    assert 400 <= status < 500, payload
+    raw_problem(status, headers, payload, status)
+    logs.assert_no_traceback()
+
+
+@pytest.mark.parametrize("signature", [b"\xff\xfe", b"abc\xed\xa0\x80", b"\xc3\x28"])
+async def test_twilio_signature_that_is_not_utf8_is_403(
+    webhooks: Client, logs: Logs, signature: bytes
+) -> None:
+    head = b"POST /v1/webhooks/twilio?message_id=msg_1 HTTP/1.1\r\nHost: x\r\n"
+    head += b"Content-Type: application/x-www-form-urlencoded\r\n"
+    head += b"X-Twilio-Signature: " + signature
+    payload = raw_problem(*await raw_request(webhooks, head, b"MessageStatus=delivered"), 403)
+    assert slug(payload) == "invalid-signature"
+    logs.assert_no_traceback()
+
+
+@pytest.mark.parametrize(
+    "client_ref",
+    [
+        "msg_" + "a" * 32 + ".\u00b2." + "0" * 32,
+        "msg_" + "a" * 32 + "." + "9" * 5000 + "." + "0" * 32,
+        "msg_" + "a" * 32 + ".1.\u00e9" * 10,
+    ],
+    ids=["superscript-time", "huge-time", "non-ascii-tag"],
+)
+async def test_vonage_client_ref_with_odd_numbers_is_refused(
+    webhooks: Client, logs: Logs, client_ref: str
+) -> None:
+    receipt = {"messageId": "0A01", "status": "delivered", "client-ref": client_ref}
+    payload = await problem(await webhooks.get("/v1/webhooks/vonage", params=receipt), 403)
+    assert slug(payload) == "invalid-receipt-tag"
+    logs.assert_no_traceback()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/json; charset=\xff",
+        b"\xff\xfe/json",
+        b'application/json; charset="',
+        b"application/json;;;=",
+        b"application/x-www-form-urlencoded; charset=\xff",
+    ],
+)
+@pytest.mark.parametrize("path", [b"/v1/messages", b"/v1/webhooks/vonage", b"/v1/webhooks/twilio"])
+async def test_odd_content_types_are_4xx(
+    webhooks: Client, logs: Logs, content_type: bytes, path: bytes
+) -> None:
+    head = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type
+    status, headers, body = await raw_request(webhooks, head, b'{"to": "x"}')
+    assert 400 <= status < 500, body
+    raw_problem(status, headers, body, status)
+    logs.assert_no_traceback()
