@@ -13,7 +13,13 @@ from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from smsgw.api import MAX_BATCH_BODY, LifecycleState, add_routes, error_middleware
+from smsgw.api import (
+    MAX_BATCH_BODY,
+    LifecycleState,
+    add_routes,
+    error_middleware,
+    quiet_bad_requests,
+)
 from smsgw.api.auth import ClientAuth
 from smsgw.api.geo import GeoPermissions
 from smsgw.api.idempotency import (
@@ -81,6 +87,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[metrics_middleware, error_middleware], client_max_size=MAX_BATCH_BODY
     )
     install_metrics(app)
+    quiet_bad_requests()  # requests aiohttp's parser refuses: one line, not a traceback each
     app[SETTINGS] = settings
     app[STATE] = LifecycleState()
     app[AUTH] = ClientAuth(settings.clients)

@@ -13,7 +13,10 @@ import orjson
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from smsgw.api import middleware
+from smsgw.api.keys import AUDIT
 from tests.helpers import app_client, read_sms
 
 PHONE = "+14155550100"
@@ -700,6 +703,54 @@ async def test_vonage_client_ref_with_odd_numbers_is_refused(
     receipt = {"messageId": "0A01", "status": "delivered", "client-ref": client_ref}
     payload = await problem(await webhooks.get("/v1/webhooks/vonage", params=receipt), 403)
     assert slug(payload) == "invalid-receipt-tag"
+    logs.assert_no_traceback()
+
+
+async def test_a_request_the_http_parser_refuses_logs_no_traceback(
+    client: Client, logs: Logs
+) -> None:
+    # Raw bytes in the request line: aiohttp answers 400 itself, before any middleware.
+    status, _, _ = await raw_request(client, b"GET /v1/messages/a\xffb HTTP/1.1\r\nHost: x")
+    assert status == 400
+    logs.assert_no_traceback()
+
+
+async def test_an_unexpected_error_is_a_500_problem_and_one_short_line(
+    client: Client, logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug a client can trigger at will must not flood the log with tracebacks: one line
+    each, with the traceback on the first of its kind only (and at debug level always)."""
+
+    async def broken(message_id: str) -> list[Any]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client.app[AUDIT].store, "events", broken)
+    middleware._TRACEBACKS._last.clear()
+    for _ in range(3):
+        payload = await problem(await client.get("/v1/messages/msg_" + "a" * 32), 500)
+        assert payload == {"type": "about:blank", "title": "Internal Server Error", "status": 500}
+    lines = [e for e in logs.events if e["event"] == "unhandled_error"]
+    assert len(lines) == 3
+    assert {e["route"] for e in lines} == {"/v1/messages/{message_id}"}
+    assert {e["error"] for e in lines} == {"RuntimeError"}
+    assert all(e["site"].startswith("test_bad_input.py:") for e in lines)
+    assert [bool(e.get("exc_info")) for e in lines] == [True, False, False]
+    debug = [e for e in logs.events if e["event"] == "unhandled_error_traceback"]
+    assert len(debug) == 2
+    assert all(e["log_level"] == "debug" and e["exc_info"] for e in debug)
+
+
+async def test_redis_trouble_is_a_503_and_one_line_without_traceback(
+    client: Client, logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(message_id: str) -> list[Any]:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    monkeypatch.setattr(client.app[AUDIT].store, "events", unreachable)
+    response = await client.get("/v1/messages/msg_" + "a" * 32)
+    await problem(response, 503)
+    [line] = [e for e in logs.events if e["event"] == "redis_error"]
+    assert line["error"] == "ConnectionError"
     logs.assert_no_traceback()
 
 
