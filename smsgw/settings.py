@@ -8,6 +8,7 @@ and `SMSGW_<SECTION>_<KEY>` variables override scalar keys of the single-table s
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import string
@@ -23,6 +24,7 @@ import phonenumbers
 from smsgw.errors import ConfigError
 
 __all__ = [
+    "APP_NAME_PATTERN",
     "DEFAULT_TEMPLATE",
     "AbuseSettings",
     "AirtelMessageType",
@@ -53,6 +55,13 @@ Backend = Literal["auto", "memory", "redis"]
 Role = Literal["all", "api", "worker"]
 
 DEFAULT_TEMPLATE = "Your {app} code is {code}. It expires in {minutes} minutes."
+# The app name goes into the SMS, so it must not be something a phone shows as a link (or a
+# number to call): letters, digits, space, '-' and '_'; a '.' only before a space or at the
+# end ("Acme Inc.", never "evil.com" or "10.0.0.1"); at most 4 digits in all; no '/', ':',
+# '@'. Ends in (?!\n)$ because Python's $ also matches before a final newline.
+APP_NAME_PATTERN = (
+    r"^(?![^0-9]*(?:[0-9][^0-9]*){5})[A-Za-z0-9](?:[A-Za-z0-9 _-]|\.(?![^ ])){0,31}(?!\n)$"
+)
 TEMPLATE_FIELDS = frozenset({"app", "code", "minutes"})
 ENV_PREFIX = "SMSGW_"
 SECRET_PREFIX = "env:"  # noqa: S105 - a marker, not a secret
@@ -131,6 +140,7 @@ class OtpSettings(_Section, frozen=True, kw_only=True):
     max_sends: int = 5
     send_window_s: int = 600
     resend_cooldown_s: int = 30
+    # The {app} of requests that give none; the same rule as a request's app name.
     app_name: str = "smsgw"
     # Where verifications, send counters and idempotency keys live.
     store: Backend = "auto"
@@ -149,6 +159,8 @@ class OtpSettings(_Section, frozen=True, kw_only=True):
             raise _invalid("secret", "must be at least 16 characters")
         if self.previous_secret is not None and len(self.previous_secret) < 16:
             raise _invalid("previous_secret", "must be at least 16 characters")
+        if not re.search(APP_NAME_PATTERN, self.app_name):
+            raise _invalid("app_name", "letters, digits, ' ', '-', '_': nothing a phone would link")
         for name, template in self.templates.items():
             _check_template(f"templates.{name}", template)
 
@@ -633,6 +645,16 @@ def _check_template(key: str, template: str) -> None:
     unknown = sorted({name for name in names if name not in TEMPLATE_FIELDS})
     if unknown:
         raise _invalid(key, f"unknown placeholder {{{unknown[0]}}}")
+    # The app name comes from the client's request: next to "://", "x." or "@" in the
+    # template it would become a link even though the name itself is plain.
+    pieces = template.split("{app}")
+    for before, after in itertools.pairwise(pieces):
+        if _LINK_BEFORE_APP.search(before) or _LINK_AFTER_APP.match(after):
+            raise _invalid(key, "{app} must not touch '.', '/', ':' or '@' that would make a link")
+
+
+_LINK_BEFORE_APP = re.compile(r"[./:@]\Z")
+_LINK_AFTER_APP = re.compile(r"[./:@][A-Za-z0-9/]")
 
 
 _SCALAR_SECTIONS: Mapping[str, type[_Section]] = {

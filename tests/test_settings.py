@@ -289,6 +289,33 @@ def test_good_templates_are_accepted() -> None:
     assert settings.otp.templates == templates
 
 
+@pytest.mark.parametrize(
+    "template",
+    ["Sign in at https://{app} with {code}", "{app}.example.com: {code}", "{code} @{app}"],
+    ids=["scheme", "domain", "mention"],
+)
+def test_templates_that_turn_the_app_name_into_a_link_are_refused(template: str) -> None:
+    # {app} comes from the client's request: glued to "://", ".x" or "@" it makes a link.
+    error = config_error({"otp": {"templates": {"default": template}}})
+    assert error.key == "otp.templates.default"
+    assert "{app}" in error.problem
+
+
+def test_templates_may_put_punctuation_and_their_own_domain_around_the_app() -> None:
+    # "@domain #code" is the origin-bound format browsers autofill (WebOTP): the operator's
+    # own text, not the client's, so it stays allowed.
+    templates = {"default": "{app}: {code}. Don't share it.\n\n@login.example.com #{code}"}
+    error = config_error({"otp": {"templates": templates}})
+    assert "exactly once" in error.problem  # two {code}: refused for that reason only
+    templates = {"default": "{app}: {code} (from {app}.)\n\n@login.example.com"}
+    assert parse_settings({"otp": {"templates": templates}}, env={}).otp.templates == templates
+
+
+@pytest.mark.parametrize("name", ["evil.com", "a/b", "x:y", "me@evil", "Call 18005550199", ""])
+def test_an_app_name_a_phone_would_linkify_is_refused(name: str) -> None:
+    assert config_error({"otp": {"app_name": name}}).key == "otp.app_name"
+
+
 def test_bad_template_names_the_exact_key() -> None:
     error = config_error({"otp": {"templates": {"login:fr": "no code here"}}})
     assert error.key == "otp.templates.login:fr"

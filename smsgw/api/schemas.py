@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from smsgw.settings import APP_NAME_PATTERN
+
 __all__ = [
     "MAX_BATCH",
     "MAX_SMS_BODY",
@@ -29,8 +31,16 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
-# Shown in the SMS; restricted so it cannot carry a link or a phishing sentence.
-AppName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}(?!\n)$")]
+# Shown in the SMS; restricted so it cannot carry a link, a number to call or a phishing
+# sentence (the rule is in smsgw.settings, shared with otp.app_name).
+AppName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=APP_NAME_PATTERN,
+        description="Shown in the SMS: letters, digits, ' ', '-', '_'; '.' only before a "
+        "space or at the end; at most 4 digits (nothing a phone would show as a link)",
+    ),
+]
 Locale = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}(?!\n)$")]
 
 

@@ -487,3 +487,39 @@ async def test_a_resend_after_the_cooldown_is_allowed(
     clock["now"] = parse_time(first["resend_after"]) + 1
     second = await start(client)
     assert second["id"] != first["id"]
+
+
+# -- the app name cannot carry a link into the SMS ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        "evil.com",
+        "login.evil.co.uk",
+        "www.x",
+        "evil.com.",
+        "10.0.0.1",
+        "a/b",
+        "x:y",
+        "me@evil",
+        "Call 18005550199",
+        "Call 800 555 0199",
+    ],
+)
+async def test_an_app_name_a_phone_would_linkify_is_refused(
+    client: Client, sms_path: Path, app: str
+) -> None:
+    response = await client.post("/v1/otp", json={"phone": PHONE, "app": app})
+    assert response.status == 400
+    payload = await response.json(content_type=None)
+    assert [e["pointer"] for e in payload["errors"]] == ["#/app"]
+    await asyncio.sleep(0.05)
+    assert read_sms(sms_path) == []
+
+
+@pytest.mark.parametrize("app", ["Acme", "Acme Inc.", "St. Mary", "my-app_2", "App 2024"])
+async def test_plain_app_names_are_accepted(client: Client, sms_path: Path, app: str) -> None:
+    started = await start(client, app=app)
+    body = (await sms_for(sms_path, started["message_id"]))["body"]
+    assert body.startswith(f"Your {app} code is ")
