@@ -73,6 +73,12 @@ class RedisKeys:
         """Starts to a country or number prefix in one time bucket (smsgw.otp.guard)."""
         return f"{self.prefix}abuse:{scope}:{name}:{period}"
 
+    def verified_number(self, tag: str) -> str:
+        """Set for abuse.verified_exempt_s when a number completed a verification; `tag` is
+        an HMAC of the number, so this 30-day list of real users' numbers holds none in
+        clear (smsgw.otp.guard)."""
+        return f"{self.prefix}otp:verified:{tag}"
+
     def failed_checks(self, phone: str) -> str:
         return f"{self.prefix}otp:failed:{phone}"
 

@@ -335,6 +335,10 @@ class AbuseSettings(_Section, frozen=True, kw_only=True):
     spike_factor: float = 10.0
     # Prefixes (digits after '+') an operator vouches for: exempt from the pumping guard.
     allowed_prefixes: tuple[str, ...] = ()
+    # A number that completed a verification this recently is never refused as suspected
+    # pumping (its starts still count), so its owner gets codes while its range is attacked.
+    # 0: no such exemption.
+    verified_exempt_s: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         _check_countries("countries", self.countries)
@@ -351,6 +355,8 @@ class AbuseSettings(_Section, frozen=True, kw_only=True):
         for key in ("failed_check_window_s", "pumping_window_s"):
             if getattr(self, key) <= 0:
                 raise _invalid(key, "must be > 0")
+        if self.verified_exempt_s < 0:
+            raise _invalid("verified_exempt_s", "must be >= 0")
         if self.spike_factor <= 1:
             raise _invalid("spike_factor", "must be > 1")
         for prefix in self.allowed_prefixes:

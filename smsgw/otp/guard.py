@@ -4,10 +4,14 @@ SMS pumping (toll fraud): attackers start OTPs to number ranges that pay them pe
 Starts are counted per destination prefix (first `prefix_digits` digits of the E.164
 number) and per country in fixed buckets of `pumping_window_s`; the count over the last
 window (the current bucket plus the overlapping share of the previous one) may not exceed
-max(floor, spike_factor x the previous day's average per window). Refused starts are
-counted too, so a range under attack stays refused while the attack goes on. Prefixes in
-`allowed_prefixes` are exempt. Counters live in Redis when configured, so every replica
-sees every start.
+max(floor, spike_factor x the previous day's average per window). Only starts that send count:
+the service admits a start here after the per-number checks passed, and takes it back when
+its SMS cannot be queued; a start refused here counts nothing. So a caller can keep a range
+refused only by getting real SMS sent into it, as many as the floor each window. A number
+that completed a verification within `verified_exempt_s` (kept as an HMAC of the number) is
+never refused here (it is counted): its owner still gets codes while the range is attacked.
+Prefixes in `allowed_prefixes` are exempt and not counted. Counters live in Redis when
+configured, so every replica sees every start.
 
 Brute force: besides the 5 attempts of one verification, a number may collect at most
 `failed_checks_per_number` wrong codes over `failed_check_window_s`, across all its
@@ -21,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -41,66 +45,170 @@ __all__ = [
     "FailedChecks",
     "MemoryAbuseCounters",
     "MemoryFailedChecks",
+    "PumpingRule",
+    "PumpingScope",
     "RedisAbuseCounters",
     "RedisFailedChecks",
+    "StartTicket",
 ]
 
 _log = structlog.get_logger("smsgw.otp")
 _DAY_S = 86400.0
+_SWEEP_EVERY_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PumpingScope:
+    """The counter keys of one scope (a country or a prefix) around now, and its floor."""
+
+    current: str
+    previous: str
+    today: str
+    yesterday: str
+    floor: int
+
+
+@dataclass(frozen=True, slots=True)
+class PumpingRule:
+    elapsed: float  # share of the current bucket gone by, 0..1
+    window_s: float
+    spike_factor: float
+
+    def judge(self, current: int, previous: int, yesterday: int, floor: int) -> tuple[float, float]:
+        """(starts over the last window with this one, the limit): refused if the first is
+        larger."""
+        recent = current + 1 + previous * (1.0 - self.elapsed)
+        limit = max(float(floor), self.spike_factor * yesterday * self.window_s / _DAY_S)
+        return recent, limit
+
+
+@dataclass(frozen=True, slots=True)
+class StartTicket:
+    """What admit_start counted, to take it back if the start sends nothing after all."""
+
+    keys: tuple[str, ...] = ()
 
 
 class AbuseCounters(Protocol):
-    async def count(
-        self, increments: Sequence[tuple[str, float]], reads: Sequence[str]
-    ) -> tuple[list[int], list[int]]:
-        """Add one to each key of `increments` (each kept for its ttl, in seconds) and read
-        the `reads`; the values after the increments, and the values read (0 if absent)."""
+    async def admit(
+        self, scopes: Sequence[PumpingScope], rule: PumpingRule, exempt: str | None
+    ) -> tuple[int, float, float]:
+        """Count one start in every scope unless one is over its limit, then count nothing:
+        (-1, 0, 0) when counted, else (index of that scope, its recent count, its limit).
+        With `exempt` the key of an existing mark, the start is counted and never refused.
+        Atomic: concurrent calls are counted as if one after the other."""
+
+    async def uncount(self, keys: Sequence[str]) -> None:
+        """One less in each of these counters (never below zero)."""
+
+    async def mark(self, key: str, ttl_s: float) -> None:
+        """Set (or renew) a mark that lives `ttl_s`."""
+
+    def sweep(self) -> int:
+        """Forget what expired (memory); returns how many entries went."""
 
 
 class MemoryAbuseCounters:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._values: dict[str, tuple[int, float]] = {}
+        # Marks all live verified_exempt_s, so insertion order (renewals move to the end) is
+        # expiry order and a sweep only looks at the expired front.
+        self._marks: OrderedDict[str, float] = OrderedDict()
         self._clock = clock
         self._next_sweep = 0.0
 
-    async def count(
-        self, increments: Sequence[tuple[str, float]], reads: Sequence[str]
-    ) -> tuple[list[int], list[int]]:
+    def __len__(self) -> int:
+        return len(self._values) + len(self._marks)
+
+    async def admit(
+        self, scopes: Sequence[PumpingScope], rule: PumpingRule, exempt: str | None
+    ) -> tuple[int, float, float]:
+        # No await in here: atomic on the event loop.
         now = self._clock()
         if now >= self._next_sweep:
-            self._values = {k: v for k, v in self._values.items() if v[1] > now}
-            self._next_sweep = now + 60.0
-        added = []
-        for key, ttl in increments:
+            self.sweep()
+        if exempt is None or self._marks.get(exempt, 0.0) <= now:
+            for index, scope in enumerate(scopes):
+                recent, limit = rule.judge(
+                    self._value(scope.current, now),
+                    self._value(scope.previous, now),
+                    self._value(scope.yesterday, now),
+                    scope.floor,
+                )
+                if recent > limit:
+                    return index, recent, limit
+        for scope in scopes:
+            self._increment(scope.current, 2 * rule.window_s, now)
+            self._increment(scope.today, 2 * _DAY_S, now)
+        return -1, 0.0, 0.0
+
+    async def uncount(self, keys: Sequence[str]) -> None:
+        now = self._clock()
+        for key in keys:
             value, expires = self._values.get(key, (0, 0.0))
-            value = value + 1 if expires > now else 1
-            self._values[key] = (value, now + ttl)
-            added.append(value)
-        read = []
-        for key in reads:
-            value, expires = self._values.get(key, (0, 0.0))
-            read.append(value if expires > now else 0)
-        return added, read
+            if value > 0 and expires > now:
+                self._values[key] = (value - 1, expires)
+
+    async def mark(self, key: str, ttl_s: float) -> None:
+        self._marks[key] = self._clock() + ttl_s
+        self._marks.move_to_end(key)
+
+    def sweep(self) -> int:
+        now = self._clock()
+        before = len(self)
+        self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        while self._marks and next(iter(self._marks.values())) <= now:
+            self._marks.popitem(last=False)
+        self._next_sweep = now + _SWEEP_EVERY_S
+        return before - len(self)
+
+    def _value(self, key: str, now: float) -> int:
+        value, expires = self._values.get(key, (0, 0.0))
+        return value if expires > now else 0
+
+    def _increment(self, key: str, ttl_s: float, now: float) -> None:
+        self._values[key] = (self._value(key, now) + 1, now + ttl_s)
+
+
+def _lua(name: str) -> str:
+    return resources.files("smsgw.otp").joinpath("lua", f"{name}.lua").read_text()
 
 
 class RedisAbuseCounters:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        # register_script re-sends the source after NOSCRIPT: never cache a SHA ourselves.
+        self._admit = redis.register_script(_lua("pumping_admit"))
+        self._uncount = redis.register_script(_lua("pumping_uncount"))
 
-    async def count(
-        self, increments: Sequence[tuple[str, float]], reads: Sequence[str]
-    ) -> tuple[list[int], list[int]]:
-        # One round trip; not atomic, and need not be: these are statistics, not a cap.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, ttl in increments:
-                pipe.incr(key)
-                pipe.expire(key, math.ceil(ttl))
-            for key in reads:
-                pipe.get(key)
-            replies = await pipe.execute()
-        added = [int(v) for v in replies[: 2 * len(increments) : 2]]
-        read = [int(v) if v is not None else 0 for v in replies[2 * len(increments) :]]
-        return added, read
+    async def admit(
+        self, scopes: Sequence[PumpingScope], rule: PumpingRule, exempt: str | None
+    ) -> tuple[int, float, float]:
+        keys = [k for s in scopes for k in (s.current, s.previous, s.today, s.yesterday)]
+        if exempt is not None:
+            keys.append(exempt)
+        args: list[str | int] = [
+            repr(rule.elapsed),
+            repr(rule.window_s),
+            repr(_DAY_S),
+            repr(rule.spike_factor),
+            math.ceil(2 * rule.window_s * 1000),
+            math.ceil(2 * _DAY_S * 1000),
+            *(scope.floor for scope in scopes),
+        ]
+        reply = await self._admit(keys=keys, args=args)
+        if int(reply[0]) == 0:
+            return -1, 0.0, 0.0
+        return int(reply[0]) - 1, float(reply[1]), float(reply[2])
+
+    async def uncount(self, keys: Sequence[str]) -> None:
+        await self._uncount(keys=list(keys), args=[])
+
+    async def mark(self, key: str, ttl_s: float) -> None:
+        await self._redis.set(key, b"1", px=math.ceil(ttl_s * 1000))
+
+    def sweep(self) -> int:
+        return 0  # every key has an expiry: Redis forgets by itself
 
 
 class FailedChecks(Protocol):
@@ -139,8 +247,7 @@ class RedisFailedChecks:
     def __init__(self, redis: Redis, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
-        source = resources.files("smsgw.otp").joinpath("lua/failed_check.lua").read_text()
-        self._reserve = redis.register_script(source)
+        self._reserve = redis.register_script(_lua("failed_check"))
 
     async def reserve(
         self, phone: str, now: float, window_s: float, limit: int
@@ -155,14 +262,6 @@ class RedisFailedChecks:
 
     async def release(self, phone: str, token: str) -> None:
         await self._redis.zrem(self._keys.failed_checks(phone), token)
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    current: str
-    previous: str
-    today: str
-    yesterday: str
 
 
 class AbuseGuard:
@@ -183,43 +282,54 @@ class AbuseGuard:
         # (scope, country) -> starts refused as suspected pumping; for metrics and alerts.
         self.pumping_refusals: Counter[tuple[str, str]] = Counter()
 
-    async def check_start(self, phone: PhoneNumber) -> None:
-        """Count one OTP start to `phone`; raise TooManySends("suspected-pumping") when its
-        prefix or country is sending far more than usual."""
+    async def admit_start(self, phone: PhoneNumber, verified_tag: str | None = None) -> StartTicket:
+        """Count one OTP start to `phone` that is about to send, or raise
+        TooManySends("suspected-pumping") (counting nothing) when its prefix or country is
+        sending far more than usual. `verified_tag` names the number in the marks of
+        mark_verified: a number verified lately is counted but never refused."""
         settings = self.settings
         now = self._clock()
         digits = phone.e164[1:]
         if self._allowed and digits.startswith(self._allowed):
-            return  # an operator vouches for this range
+            return StartTicket()  # an operator vouches for this range
         prefix = digits[: settings.prefix_digits]
-        scopes = [
+        named = [
             ("country", phone.country, settings.country_floor),
             ("prefix", prefix, settings.prefix_floor),
         ]
-        windows = [self._window(scope, name, now) for scope, name, _ in scopes]
+        scopes = [self._scope(scope, name, floor, now) for scope, name, floor in named]
         window_s = settings.pumping_window_s
-        increments = [(w.current, 2 * window_s) for w in windows]
-        increments += [(w.today, 2 * _DAY_S) for w in windows]
-        reads = [key for w in windows for key in (w.previous, w.yesterday)]
-        added, read = await self._counters.count(increments, reads)
         elapsed = (now % window_s) / window_s
-        for index, (scope, _, floor) in enumerate(scopes):
-            previous, yesterday = read[2 * index], read[2 * index + 1]
-            recent = added[index] + previous * (1.0 - elapsed)
-            baseline = yesterday * window_s / _DAY_S
-            limit = max(floor, settings.spike_factor * baseline)
-            if recent > limit:
-                self.pumping_refusals[(scope, phone.country)] += 1
-                _log.warning(
-                    "suspected_pumping",
-                    scope=scope,
-                    country=phone.country,
-                    prefix=prefix,  # an operator needs it to allow the range if it is real
-                    recent=round(recent, 1),
-                    limit=round(limit, 1),
-                )
-                retry_after = math.ceil(window_s * (1.0 - elapsed))
-                raise TooManySends("suspected-pumping", retry_after)
+        rule = PumpingRule(elapsed, window_s, settings.spike_factor)
+        exempt = None
+        if verified_tag is not None and settings.verified_exempt_s > 0:
+            exempt = self._keys.verified_number(verified_tag)
+        refused, recent, limit = await self._counters.admit(scopes, rule, exempt)
+        if refused >= 0:
+            scope = named[refused][0]
+            self.pumping_refusals[(scope, phone.country)] += 1
+            _log.warning(
+                "suspected_pumping",
+                scope=scope,
+                country=phone.country,
+                prefix=prefix,  # an operator needs it to allow the range if it is real
+                recent=round(recent, 1),
+                limit=round(limit, 1),
+            )
+            retry_after = math.ceil(window_s * (1.0 - elapsed))
+            raise TooManySends("suspected-pumping", retry_after)
+        return StartTicket(tuple(key for s in scopes for key in (s.current, s.today)))
+
+    async def cancel_start(self, ticket: StartTicket) -> None:
+        """The admitted start sent nothing (its SMS could not be queued): take it back."""
+        if ticket.keys:
+            await self._counters.uncount(ticket.keys)
+
+    async def mark_verified(self, verified_tag: str) -> None:
+        """The number named by `verified_tag` completed a verification: its owner is real."""
+        if self.settings.verified_exempt_s > 0:
+            key = self._keys.verified_number(verified_tag)
+            await self._counters.mark(key, self.settings.verified_exempt_s)
 
     async def reserve_check(self, phone: str) -> str:
         """Before comparing a code for `phone`: a failure slot, or TooManyFailedChecks."""
@@ -234,13 +344,14 @@ class AbuseGuard:
     async def check_passed(self, phone: str, token: str) -> None:
         await self._failed.release(phone, token)
 
-    def _window(self, scope: str, name: str, now: float) -> _Window:
+    def _scope(self, scope: str, name: str, floor: int, now: float) -> PumpingScope:
         bucket = int(now // self.settings.pumping_window_s)
         day = int(now // _DAY_S)
         key = self._keys.abuse_counter
-        return _Window(
+        return PumpingScope(
             current=key(scope, name, f"w{bucket}"),
             previous=key(scope, name, f"w{bucket - 1}"),
             today=key(scope, name, f"d{day}"),
             yesterday=key(scope, name, f"d{day - 1}"),
+            floor=floor,
         )

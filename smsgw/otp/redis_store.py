@@ -33,6 +33,7 @@ class RedisOtpStore:
         self._save = _script(redis, "save")
         self._reserve_attempt = _script(redis, "reserve_attempt")
         self._finish = _script(redis, "finish")
+        self._undo_save = _script(redis, "undo_save")
         self._redis = redis
 
     async def reserve_send(self, phone: str, now: float, policy: SendPolicy) -> SendReservation:
@@ -73,8 +74,17 @@ class RedisOtpStore:
         fields = _pairs(replaced)
         return _verification(_text(fields[b"id"]), fields)
 
-    async def discard(self, verification: Verification) -> None:
-        await self._end(verification)
+    async def undo_save(self, verification: Verification, replaced: Verification | None) -> None:
+        new_key = self._keys.verification(verification.id)
+        restore: list[str | bytes | int] = ["", 0]
+        replaced_key = new_key  # not touched without a replaced verification
+        if replaced is not None:
+            restore = [replaced.id, int(replaced.expires_at * 1000), *_fields(replaced)]
+            replaced_key = self._keys.verification(replaced.id)
+        pointer = self._keys.pending(verification.client, verification.phone)
+        await self._undo_save(
+            keys=[new_key, pointer, replaced_key], args=[verification.id, *restore]
+        )
 
     async def reserve_attempt(
         self, client: str, now: float, *, verification_id: str | None, phone: str | None

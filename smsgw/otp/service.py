@@ -1,16 +1,26 @@
-"""Start and check verifications: the OTP policy between the API and the store and queue."""
+"""Start and check verifications: the OTP policy between the API and the store and queue.
+
+A start is checked against the number's own caps first, then against the pumping guard, and
+only then stored and queued; whatever fails on the way (a refusal, a full queue, Redis gone,
+a cancelled request) undoes what was already done, so a start that sends nothing leaves no
+trace: no cooldown, no count, and the user's previous code still works.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from smsgw.audit import AuditRecorder
-from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
+from smsgw.errors import MaxAttemptsReached, TooManySends, VerificationNotFound
 from smsgw.otp.codes import CodeHasher, generate_code
-from smsgw.otp.guard import AbuseGuard
+from smsgw.otp.guard import AbuseGuard, StartTicket
 from smsgw.otp.store import OtpStore, SendPolicy, Verification
 from smsgw.otp.templates import Templates
 from smsgw.phone import PhoneNumber
@@ -19,6 +29,8 @@ from smsgw.queue.message import Message
 from smsgw.settings import OtpSettings
 
 __all__ = ["OtpService", "StartedVerification", "VerificationCheck"]
+
+_log = structlog.get_logger("smsgw.otp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +66,7 @@ class OtpService:
         self._hasher = hasher
         self._audit = audit
         self._templates = Templates(settings.templates)
-        self._policy = SendPolicy(
+        self.send_policy = SendPolicy(
             max_sends=settings.max_sends,
             window_s=settings.send_window_s,
             cooldown_s=settings.resend_cooldown_s,
@@ -73,10 +85,6 @@ class OtpService:
     ) -> StartedVerification:
         """Send a fresh code to `phone`, replacing any pending one of this client."""
         now = time.time()
-        await self.guard.check_start(phone)  # SMS pumping: refuse before anything is recorded
-        reservation = await self._store.reserve_send(phone.e164, now, self._policy)
-        if not reservation.allowed:
-            raise TooManySends(reservation.reason, math.ceil(reservation.retry_after_s))
         ttl = ttl_s or self._settings.ttl_s
         verification_id = "otp_" + os.urandom(16).hex()
         code = generate_code(length or self._settings.length)
@@ -103,17 +111,29 @@ class OtpService:
             code_span=rendered.code_span,
             created_at=now,
         )
-        # Stored before queued, so a fast delivery never races ahead of its verification.
-        replaced = await self._store.save(verification)
+        # The number's own caps first: a start they refuse is counted nowhere else, so one
+        # caller hammering one number cannot make the pumping guard refuse its whole range.
+        reservation = await self._store.reserve_send(phone.e164, now, self.send_policy)
+        if not reservation.allowed:
+            raise TooManySends(reservation.reason, math.ceil(reservation.retry_after_s))
+        ticket: StartTicket | None = None
+        saving = False
+        replaced: Verification | None = None
         try:
+            ticket = await self.guard.admit_start(phone, self._number_tag(phone.e164))
+            saving = True  # from here on the save may have happened even if it raises
+            # Stored before queued, so a fast delivery never races ahead of its verification.
+            replaced = await self._store.save(verification)
             await self._queue.put(message)
-        except QueueFull:
-            # Nothing was sent: undo everything, including the replacement of a code the user
-            # may still be holding.
-            await self._store.discard(verification)
-            if replaced is not None:
-                await self._store.save(replaced)
-            await self._store.release_send(phone.e164, now)
+        except BaseException:
+            # Nothing was sent, whatever the failure (suspected pumping, a full queue, Redis
+            # gone, a cancelled request): undo it all, including the replacement of a code
+            # the user may still be holding. Shielded, so a second cancellation cannot stop
+            # the undo half-way.
+            undo = self._undo_start(
+                phone.e164, now, ticket, verification if saving else None, replaced
+            )
+            await asyncio.shield(undo)
             raise
         self._audit.accepted(message.id, message.created_at, **message.audit_details())
         return StartedVerification(
@@ -123,6 +143,30 @@ class OtpService:
             resend_after=reservation.next_send_at,
             message_id=message.id,
         )
+
+    async def _undo_start(
+        self,
+        phone: str,
+        at: float,
+        ticket: StartTicket | None,
+        verification: Verification | None,
+        replaced: Verification | None,
+    ) -> None:
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if verification is not None:
+            saved = verification
+            steps.append(("verification", lambda: self._store.undo_save(saved, replaced)))
+        steps.append(("send", lambda: self._store.release_send(phone, at)))
+        if ticket is not None:
+            counted = ticket
+            steps.append(("pumping_count", lambda: self.guard.cancel_start(counted)))
+        for name, step in steps:
+            # Each on its own: when Redis is gone they all fail (and the traces expire with
+            # their keys); in memory, or after a full queue, each still works.
+            try:
+                await step()
+            except Exception as exc:
+                _log.warning("otp_start_undo_failed", step=name, error=type(exc).__name__)
 
     async def check(
         self,
@@ -151,4 +195,12 @@ class OtpService:
         await self.guard.check_passed(verification.phone, failure)
         if not await self._store.approve(verification):
             raise VerificationNotFound  # a concurrent check approved it first
+        try:
+            await self.guard.mark_verified(self._number_tag(verification.phone))
+        except Exception as exc:
+            # The approval stands; the number only misses its exemption from the pumping guard.
+            _log.warning("verified_mark_failed", error=type(exc).__name__)
         return VerificationCheck(verification.id, valid=True, attempts_left=attempts_left)
+
+    def _number_tag(self, phone: str) -> str:
+        return self._hasher.tag("verified-number", phone)

@@ -1,4 +1,4 @@
-"""Where verifications and per-number send history live. Memory here; Redis later.
+"""Where verifications and per-number send history live: the protocol, and the memory store.
 
 Every method that reads and then writes does so without an await in between, so each is
 atomic on the event loop; a Redis store must give the same guarantees with Lua.
@@ -72,8 +72,9 @@ class OtpStore(Protocol):
     async def save(self, verification: Verification) -> Verification | None:
         """Store it as the one pending verification of (client, phone); return the replaced one."""
 
-    async def discard(self, verification: Verification) -> None:
-        """Forget it (its SMS could not be queued)."""
+    async def undo_save(self, verification: Verification, replaced: Verification | None) -> None:
+        """Its SMS could not be queued: forget it and, if it is still the pending one, put
+        back the verification its save replaced (unless another start took the place)."""
 
     async def reserve_attempt(
         self, client: str, now: float, *, verification_id: str | None, phone: str | None
@@ -130,8 +131,13 @@ class MemoryOtpStore:
         self._pending_by_phone[key] = verification.id
         return previous
 
-    async def discard(self, verification: Verification) -> None:
+    async def undo_save(self, verification: Verification, replaced: Verification | None) -> None:
+        key = (verification.client, verification.phone)
+        ours = self._pending_by_phone.get(key) == verification.id
         self._drop(verification.id)
+        if ours and replaced is not None:
+            self._verifications[replaced.id] = replaced
+            self._pending_by_phone[key] = replaced.id
 
     async def reserve_attempt(
         self, client: str, now: float, *, verification_id: str | None, phone: str | None

@@ -191,3 +191,58 @@ async def test_otp_secret_rotation_keeps_codes_in_flight_valid(
     )
     accepted = await rotated.post("/v1/otp/verify", json={"id": started["id"], "code": code})
     assert (await accepted.json())["status"] == "approved"
+
+
+# -- what the pumping guard counts, and who it spares (issue 12, item 1) -----------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings sections for the embedded state, or for all of it in a private Redis."""
+    if request.param == "memory":
+        return {}
+    return {"redis": {"url": request.getfixturevalue("redis_url")}}
+
+
+def gb_number(n: int) -> str:
+    return f"+4479460{12000 + n:05d}"  # one 7-digit prefix: 4479460
+
+
+async def test_cooldown_refused_starts_do_not_lock_the_range(
+    aiohttp_client: Any, sms_path: Path, backend: dict[str, Any]
+) -> None:
+    # One caller, one number, 31 starts in a few seconds: one code, 30 cooldown refusals.
+    client = await app_client(aiohttp_client, sms_path, **backend)
+    answers = [await client.post("/v1/otp", json={"phone": gb_number(0)}) for _ in range(31)]
+    assert [a.status for a in answers] == [202] + [429] * 30
+    assert {await problem_type(a) for a in answers[1:]} == {"resend-cooldown"}
+    # Nothing was pumped: the other numbers of the range still get their codes.
+    for n in (1, 2):
+        other = await client.post("/v1/otp", json={"phone": gb_number(n)})
+        assert other.status == 202, await other.text()
+    assert len(await wait_sms(sms_path, 3)) == 3
+
+
+async def test_a_verified_number_still_gets_a_code_while_its_range_is_refused(
+    aiohttp_client: Any, sms_path: Path, backend: dict[str, Any]
+) -> None:
+    client = await app_client(
+        aiohttp_client, sms_path, otp=OPEN_OTP, abuse={"prefix_floor": 5}, **backend
+    )
+    regular = gb_number(0)
+    started = await (await client.post("/v1/otp", json={"phone": regular})).json()
+    (sms,) = await wait_sms(sms_path, 1)
+    approved = await client.post(
+        "/v1/otp/verify", json={"id": started["id"], "code": code_in(sms["body"])}
+    )
+    assert (await approved.json())["status"] == "approved"
+    # A burst to the range: four more codes reach the floor, then the range is refused ...
+    statuses = [
+        (await client.post("/v1/otp", json={"phone": gb_number(n)})).status for n in range(1, 8)
+    ]
+    assert statuses == [202] * 4 + [429] * 3
+    # ... but not for the number that proved to be someone's phone; new numbers stay refused.
+    again = await client.post("/v1/otp", json={"phone": regular})
+    assert again.status == 202, await again.text()
+    refused = await client.post("/v1/otp", json={"phone": gb_number(9)})
+    assert await problem_type(refused) == "suspected-pumping"

@@ -523,3 +523,35 @@ async def test_plain_app_names_are_accepted(client: Client, sms_path: Path, app:
     started = await start(client, app=app)
     body = (await sms_for(sms_path, started["message_id"]))["body"]
     assert body.startswith(f"Your {app} code is ")
+
+
+# -- an enqueue that fails on a stopped Redis is undone (issue 12, item 5) ---------------
+
+
+@pytest.mark.timeout(60)
+async def test_a_start_that_cannot_reach_a_stopped_redis_is_undone(
+    aiohttp_client: Any,
+    sms_path: Path,
+    redis_url: str,
+    redis_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OTP state in memory, the queue in Redis: the only step that fails is the enqueue.
+    client = await app_client(
+        aiohttp_client, sms_path, redis={"url": redis_url}, otp={"store": "memory"}
+    )
+    first = await start(client)
+    code = code_in((await sms_for(sms_path, first["message_id"]))["body"])
+    real_time = time.time
+    monkeypatch.setattr(otp_service, "time", SimpleNamespace(time=lambda: real_time() + 31))
+    redis_server.stop()
+    try:
+        failed = await client.post("/v1/otp", json={"phone": PHONE})
+        assert failed.status == 503, await failed.text()
+    finally:
+        redis_server.start()
+    # The user's code still works, and the failed start left no cooldown behind.
+    status, payload = await verify(client, code, id=first["id"])
+    assert (status, payload["status"]) == (200, "approved"), payload
+    again = await client.post("/v1/otp", json={"phone": PHONE})
+    assert again.status == 202, await again.text()

@@ -1,9 +1,12 @@
 """The abuse guard, on memory and on a private Redis: SMS pumping trips on a burst to one
-prefix and not on normal traffic spread over many countries; failed checks lock a number for
-a bounded time; an operator's allowed prefix is exempt."""
+prefix and not on normal traffic spread over many countries; refused starts count nothing and
+a start can be taken back; concurrent starts are admitted exactly up to the limit; a verified
+number is exempt; failed checks lock a number for a bounded time; an operator's allowed prefix
+is exempt; the memory state is swept."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -45,25 +48,32 @@ async def make_guard(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     def make(clock: Clock, **settings: object) -> AbuseGuard:
         abuse = AbuseSettings(**settings)  # type: ignore[arg-type]
         if redis is None:
-            return AbuseGuard(abuse, MemoryAbuseCounters(), MemoryFailedChecks(), keys, clock)
-        counters, failed = RedisAbuseCounters(redis), RedisFailedChecks(redis, keys)
-        return AbuseGuard(abuse, counters, failed, keys, clock)
+            counters = MemoryAbuseCounters(clock)
+            return AbuseGuard(abuse, counters, MemoryFailedChecks(), keys, clock)
+        return AbuseGuard(
+            abuse, RedisAbuseCounters(redis), RedisFailedChecks(redis, keys), keys, clock
+        )
 
     yield make
     if redis is not None:
         await redis.aclose()
 
 
-async def starts(guard: AbuseGuard, numbers: list[str]) -> list[str]:
+async def starts(guard: AbuseGuard, numbers: list[str], tag: str | None = None) -> list[str]:
     """The outcome of one OTP start per number: "ok" or the refusal's reason."""
-    outcomes = []
-    for number in numbers:
-        try:
-            await guard.check_start(parse_phone(number))
-            outcomes.append("ok")
-        except TooManySends as exc:
-            outcomes.append(exc.reason)
-    return outcomes
+    return [await start(guard, number, tag) for number in numbers]
+
+
+async def start(guard: AbuseGuard, number: str, tag: str | None = None) -> str:
+    try:
+        await guard.admit_start(parse_phone(number), tag)
+    except TooManySends as exc:
+        return exc.reason
+    return "ok"
+
+
+def gb(n: int) -> str:
+    return f"+4479460{12000 + n:05d}"  # one 7-digit prefix
 
 
 async def test_a_burst_to_one_prefix_trips_the_guard(make_guard) -> None:  # type: ignore[no-untyped-def]
@@ -143,3 +153,71 @@ async def test_right_codes_never_count_as_failures(make_guard) -> None:  # type:
     for _ in range(10):
         token = await guard.reserve_check("+14155550100")
         await guard.check_passed("+14155550100", token)
+
+
+async def test_refused_starts_count_nothing(make_guard) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    guard = make_guard(clock, prefix_floor=5)
+    outcomes = await starts(guard, [gb(n) for n in range(50)])
+    assert outcomes == ["ok"] * 5 + ["suspected-pumping"] * 45
+    # Half-way through the next window: 5 x 0.5 = 2.5 starts carried over, not 25.
+    clock.now += 600
+    assert (
+        await starts(guard, [gb(n) for n in range(50, 54)])
+        == ["ok"] * 2 + ["suspected-pumping"] * 2
+    )
+
+
+async def test_refused_starts_do_not_raise_tomorrows_baseline(make_guard) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    guard = make_guard(clock, prefix_floor=5, spike_factor=10.0)
+    # An attack of 20 000 starts today: before, these counted, and tomorrow's limit for the
+    # range became 10 x 20 000 / 144 per window, far above the floor.
+    numbers = [gb(n % 1000) for n in range(2000)]
+    assert (await starts(guard, numbers)).count("ok") == 5
+    clock.now += 86_400
+    assert (await starts(guard, [gb(n) for n in range(10)])).count("ok") == 5
+
+
+async def test_a_cancelled_start_is_taken_back(make_guard) -> None:  # type: ignore[no-untyped-def]
+    guard = make_guard(Clock(), prefix_floor=2)
+    for n in range(10):
+        ticket = await guard.admit_start(parse_phone(gb(n)))
+        await guard.cancel_start(ticket)  # e.g. the queue was full: nothing sent
+    assert await starts(guard, [gb(n) for n in range(3)]) == ["ok", "ok", "suspected-pumping"]
+
+
+async def test_concurrent_starts_are_admitted_exactly_up_to_the_floor(make_guard) -> None:  # type: ignore[no-untyped-def]
+    guard = make_guard(Clock(), prefix_floor=30)
+
+    async def one(n: int) -> str:
+        await asyncio.sleep(0)  # let all start before any runs
+        return await start(guard, gb(n))
+
+    outcomes = await asyncio.gather(*(one(n) for n in range(100)))
+    assert outcomes.count("ok") == 30
+    assert outcomes.count("suspected-pumping") == 70
+    assert guard.pumping_refusals[("prefix", "GB")] == 70
+
+
+async def test_a_verified_number_is_counted_but_never_refused(make_guard) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    guard = make_guard(clock, prefix_floor=3, verified_exempt_s=30 * 86_400)
+    await guard.mark_verified("tag-of-gb0")
+    assert await starts(guard, [gb(0)] * 5, tag="tag-of-gb0") == ["ok"] * 5
+    # Its starts were counted: the range is refused for numbers without a mark.
+    assert await start(guard, gb(1), tag="tag-of-gb1") == "suspected-pumping"
+    clock.now += 30 * 86_400 + 1  # the mark ages out (memory: on the guard's clock)
+    if isinstance(guard._counters, MemoryAbuseCounters):
+        assert await start(guard, gb(0), tag="tag-of-gb0") == "ok"  # a new day, a new window
+        assert await starts(guard, [gb(0)] * 3, tag="tag-of-gb0") == [
+            "ok",
+            "ok",
+            "suspected-pumping",
+        ]
+
+
+async def test_no_exemption_when_it_is_switched_off(make_guard) -> None:  # type: ignore[no-untyped-def]
+    guard = make_guard(Clock(), prefix_floor=1, verified_exempt_s=0)
+    await guard.mark_verified("tag")
+    assert await starts(guard, [gb(0)] * 2, tag="tag") == ["ok", "suspected-pumping"]

@@ -7,6 +7,7 @@ import time
 import types
 
 import pytest
+from redis.exceptions import RedisError
 
 from smsgw.errors import MaxAttemptsReached, QueueFull, TooManySends, VerificationNotFound
 from smsgw.otp import service as service_module
@@ -27,15 +28,68 @@ PHONE = PhoneNumber(e164="+14155550100", country="US")
 OTHER = PhoneNumber(e164="+14155550101", country="US")
 
 
+class FailingQueue(MemoryQueue):
+    """A memory queue whose next put raises `fail_next` (a Redis error, a cancellation...)."""
+
+    fail_next: BaseException | None = None
+
+    async def put(self, message: Message) -> None:
+        failure, self.fail_next = self.fail_next, None
+        if failure is not None:
+            raise failure
+        await super().put(message)
+
+
+class Clock:
+    """One clock for the service (patched into its module) and the abuse guard."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Half-way through a 10-minute bucket, and in the middle of a day.
+NOON = 1_800_000_000.0 + 43_200 + 300
+
+
 def make_service(
-    queue_size: int = 100, **otp: object
-) -> tuple[OtpService, MemoryQueue, MemoryOtpStore]:
+    queue_size: int = 100,
+    *,
+    abuse: dict[str, object] | None = None,
+    clock: Clock | None = None,
+    **otp: object,
+) -> tuple[OtpService, FailingQueue, MemoryOtpStore]:
     settings = OtpSettings(secret=OTP_SECRET, **otp)  # type: ignore[arg-type]
-    queue = MemoryQueue(max_size=queue_size)
+    queue = FailingQueue(max_size=queue_size)
     store = MemoryOtpStore()
     hasher = CodeHasher(OTP_SECRET.encode())
-    guard = AbuseGuard(AbuseSettings(), MemoryAbuseCounters(), MemoryFailedChecks(), RedisKeys())
+    guard = AbuseGuard(
+        AbuseSettings(**(abuse or {})),  # type: ignore[arg-type]
+        MemoryAbuseCounters(clock or time.monotonic),
+        MemoryFailedChecks(),
+        RedisKeys(),
+        clock or time.time,
+    )
     return OtpService(settings, store, queue, hasher, RecordedAudit(), guard), queue, store
+
+
+def use_clock(monkeypatch: pytest.MonkeyPatch, now: float = NOON) -> Clock:
+    clock = Clock(now)
+    monkeypatch.setattr(service_module, "time", types.SimpleNamespace(time=clock))
+    return clock
+
+
+async def outcome(service: OtpService, phone: PhoneNumber, queue: MemoryQueue) -> str:
+    """ "ok" (and the SMS taken off the queue) or the reason of the refusal."""
+    try:
+        await service.start(client="app", phone=phone)
+    except TooManySends as exc:
+        return exc.reason
+    message = await queue.get()
+    await queue.ack(message)
+    return "ok"
 
 
 def code_of(message: Message) -> str:
@@ -253,3 +307,71 @@ async def test_concurrent_wrong_checks_count_at_most_max_attempts() -> None:
     outcomes = await asyncio.gather(*(check() for _ in range(50)))
     assert outcomes.count("wrong") == 5
     assert outcomes.count("max") == 45
+
+
+# -- what the pumping guard counts (issue 12, item 1) --------------------------------------
+
+
+def gb(n: int) -> PhoneNumber:
+    """Numbers of one 7-digit prefix (447946 0...)."""
+    return PhoneNumber(e164=f"+4479460{12000 + n:05d}", country="GB")
+
+
+async def test_starts_the_guard_refused_do_not_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = use_clock(monkeypatch)
+    service, queue, _ = make_service(abuse={"prefix_floor": 5}, clock=clock, resend_cooldown_s=0)
+    outcomes = [await outcome(service, gb(n), queue) for n in range(30)]
+    assert outcomes == ["ok"] * 5 + ["suspected-pumping"] * 25
+    # Half-way through the next window, half of the last one still counts: 5 sends (2.5),
+    # not 30 starts (15), so the range is open again: refusals sent nothing.
+    clock.now += 600
+    assert await outcome(service, gb(100), queue) == "ok"
+
+
+async def test_a_start_whose_enqueue_fails_is_not_counted_by_the_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_clock(monkeypatch)
+    service, queue, _ = make_service(abuse={"prefix_floor": 1})
+    queue.fail_next = RedisError("connection lost")
+    with pytest.raises(RedisError):
+        await service.start(client="app", phone=gb(0))
+    assert await outcome(service, gb(1), queue) == "ok"  # the failed start sent nothing
+
+
+async def test_starts_refused_per_number_do_not_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = use_clock(monkeypatch)
+    service, queue, _ = make_service(abuse={"prefix_floor": 3}, clock=clock)
+    # One sent code, then 39 starts refused by the cooldown: they sent nothing.
+    outcomes = [await outcome(service, gb(0), queue) for _ in range(40)]
+    assert outcomes == ["ok"] + ["resend-cooldown"] * 39
+    assert [await outcome(service, gb(n), queue) for n in (1, 2, 3)] == [
+        "ok",
+        "ok",
+        "suspected-pumping",
+    ]
+
+
+# -- a failed enqueue is undone (issue 12, item 5) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [RedisError("connection lost"), asyncio.CancelledError(), RuntimeError("bug")],
+    ids=["redis-error", "cancelled", "any-error"],
+)
+async def test_a_failed_enqueue_keeps_the_previous_code_and_counts_no_send(
+    monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    clock = use_clock(monkeypatch)
+    service, queue, _ = make_service(clock=clock)
+    first, code = await start_and_take(service, queue)
+    clock.now += 30
+    queue.fail_next = failure
+    with pytest.raises(type(failure)):
+        await service.start(client="app", phone=PHONE)
+    clock.now += 1
+    # The code the user holds still works ...
+    assert (await service.check(client="app", code=code, verification_id=first.id)).valid
+    # ... and the failed start left no cooldown (30 s after the first send, 1 s after it).
+    assert await outcome(service, PHONE, queue) == "ok"

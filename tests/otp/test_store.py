@@ -238,17 +238,45 @@ async def test_approve_once(store: OtpStore) -> None:
     assert await store.approve(verification("otp_never")) is False
 
 
-async def test_discard_removes_the_verification_and_its_phone_index(store: OtpStore) -> None:
+async def test_undo_save_removes_the_verification_and_its_phone_index(store: OtpStore) -> None:
     await store.save(verification())
-    await store.discard(verification())
+    await store.undo_save(verification(), None)
     result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
     assert result.outcome == "not_found"
 
 
-async def test_dropping_a_replaced_verification_keeps_the_new_one(store: OtpStore) -> None:
+async def test_undo_save_puts_back_what_the_save_replaced(store: OtpStore) -> None:
+    old = verification("otp_old")
+    await store.save(old)
+    assert await store.reserve_attempt("app", T0, verification_id="otp_old", phone=None)
+    replaced = await store.save(verification("otp_new"))
+    assert replaced is not None
+    assert replaced.attempts == 1
+    await store.undo_save(verification("otp_new"), replaced)
+    new = await store.reserve_attempt("app", T0, verification_id="otp_new", phone=None)
+    assert new.outcome == "not_found"
+    back = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    assert back.verification is not None
+    assert (back.verification.id, back.verification.attempts) == ("otp_old", 2)
+
+
+async def test_undo_save_keeps_a_later_start_in_its_place(store: OtpStore) -> None:
+    await store.save(verification("otp_old"))
+    replaced = await store.save(verification("otp_mine"))
+    await store.save(verification("otp_later"))  # another start, whose SMS went out
+    await store.undo_save(verification("otp_mine"), replaced)  # my SMS could not be queued
+    result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    assert result.verification is not None
+    assert result.verification.id == "otp_later"
+    for gone in ("otp_old", "otp_mine"):
+        lookup = await store.reserve_attempt("app", T0, verification_id=gone, phone=None)
+        assert lookup.outcome == "not_found"
+
+
+async def test_undo_save_of_a_replaced_verification_keeps_the_new_one(store: OtpStore) -> None:
     await store.save(verification("otp_old"))
     await store.save(verification("otp_new"))
-    await store.discard(verification("otp_old"))  # e.g. a late rollback of the replaced one
+    await store.undo_save(verification("otp_old"), None)  # e.g. a late rollback of the old one
     result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
     assert result.verification is not None
     assert result.verification.id == "otp_new"
