@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import Counter, OrderedDict, defaultdict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -220,15 +220,21 @@ class FailedChecks(Protocol):
     async def release(self, phone: str, token: str) -> None:
         """The code was right: the reserved slot was not a failure."""
 
+    def sweep(self, now: float, window_s: float) -> int:
+        """Forget numbers without a failure in the window (memory); how many went."""
+
 
 class MemoryFailedChecks:
     def __init__(self) -> None:
-        self._checks: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
+        self._checks: dict[str, deque[tuple[float, str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._checks)
 
     async def reserve(
         self, phone: str, now: float, window_s: float, limit: int
     ) -> tuple[str | None, float]:
-        checks = self._checks[phone]
+        checks = self._checks.setdefault(phone, deque())
         while checks and checks[0][0] <= now - window_s:
             checks.popleft()
         if len(checks) >= limit:
@@ -241,6 +247,13 @@ class MemoryFailedChecks:
         checks = self._checks.get(phone)
         if checks:
             self._checks[phone] = deque(c for c in checks if c[1] != token)
+
+    def sweep(self, now: float, window_s: float) -> int:
+        # Without this, one entry per number ever checked stayed for the life of the process.
+        stale = [p for p, c in self._checks.items() if not c or c[-1][0] <= now - window_s]
+        for phone in stale:
+            del self._checks[phone]
+        return len(stale)
 
 
 class RedisFailedChecks:
@@ -262,6 +275,9 @@ class RedisFailedChecks:
 
     async def release(self, phone: str, token: str) -> None:
         await self._redis.zrem(self._keys.failed_checks(phone), token)
+
+    def sweep(self, now: float, window_s: float) -> int:
+        return 0  # the sorted set expires with its last failure
 
 
 class AbuseGuard:
@@ -330,6 +346,11 @@ class AbuseGuard:
         if self.settings.verified_exempt_s > 0:
             key = self._keys.verified_number(verified_tag)
             await self._counters.mark(key, self.settings.verified_exempt_s)
+
+    def sweep(self) -> int:
+        """Forget what aged out of the embedded (memory) state; Redis expires keys itself."""
+        window_s = self.settings.failed_check_window_s
+        return self._counters.sweep() + self._failed.sweep(self._clock(), window_s)
 
     async def reserve_check(self, phone: str) -> str:
         """Before comparing a code for `phone`: a failure slot, or TooManyFailedChecks."""

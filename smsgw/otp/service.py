@@ -202,5 +202,11 @@ class OtpService:
             _log.warning("verified_mark_failed", error=type(exc).__name__)
         return VerificationCheck(verification.id, valid=True, attempts_left=attempts_left)
 
+    def sweep(self, now: float) -> int:
+        """Drop what aged out of the embedded (memory) state: expired verifications, send logs
+        (kept as long as the daily cap needs), failed checks, pumping counters and verified
+        marks. A no-op on Redis, which expires its keys itself. How many entries went."""
+        return self._store.sweep(now, self.send_policy) + self.guard.sweep()
+
     def _number_tag(self, phone: str) -> str:
         return self._hasher.tag("verified-number", phone)

@@ -88,6 +88,10 @@ class OtpStore(Protocol):
     async def approve(self, verification: Verification) -> bool:
         """End the verification as approved; False if it was no longer pending."""
 
+    def sweep(self, now: float, policy: SendPolicy) -> int:
+        """Drop what aged out (memory): expired verifications, sends older than any part of
+        `policy` needs. Returns how many entries went."""
+
 
 class MemoryOtpStore:
     def __init__(self) -> None:
@@ -159,12 +163,14 @@ class MemoryOtpStore:
     async def approve(self, verification: Verification) -> bool:
         return self._drop(verification.id) is not None
 
-    def sweep(self, now: float, send_window_s: float) -> int:
-        """Drop expired verifications and stale send history; returns how many went."""
+    def sweep(self, now: float, policy: SendPolicy) -> int:
         expired = [v.id for v in self._verifications.values() if v.expires_at <= now]
         for verification_id in expired:
             self._drop(verification_id)
-        stale = [p for p, s in self._sends.items() if not s or s[-1] <= now - send_window_s]
+        # By what the longest rule needs (the daily cap: 24 h), not the 10-minute window: a
+        # history dropped earlier let a number have a new set of codes every 10 minutes.
+        kept_s = policy.kept_s
+        stale = [p for p, s in self._sends.items() if not s or s[-1] <= now - kept_s]
         for phone in stale:
             del self._sends[phone]
         return len(expired) + len(stale)

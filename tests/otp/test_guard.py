@@ -221,3 +221,24 @@ async def test_no_exemption_when_it_is_switched_off(make_guard) -> None:  # type
     guard = make_guard(Clock(), prefix_floor=1, verified_exempt_s=0)
     await guard.mark_verified("tag")
     assert await starts(guard, [gb(0)] * 2, tag="tag") == ["ok", "suspected-pumping"]
+
+
+async def test_the_memory_sweep_forgets_failed_checks_and_marks_that_aged_out() -> None:
+    clock = Clock()
+    counters, failed = MemoryAbuseCounters(clock), MemoryFailedChecks()
+    settings = AbuseSettings(failed_check_window_s=3600, verified_exempt_s=86_400)
+    guard = AbuseGuard(settings, counters, failed, RedisKeys("sweep:"), clock)
+    for n in range(100):
+        token = await guard.reserve_check(f"+1415555{n:04d}")
+        if n % 2:
+            await guard.check_passed(f"+1415555{n:04d}", token)  # an empty history stays
+        await guard.mark_verified(f"tag-{n}")
+    await starts(guard, [gb(0)])
+    assert (len(failed), len(counters)) == (100, 104)
+    clock.now += 3600
+    # Every number's failures left the window, and so did the start's two bucket counters.
+    assert guard.sweep() == 102
+    assert len(failed) == 0
+    clock.now += 2 * 86_400
+    assert guard.sweep() == 102  # the marks, and the start's two day counters
+    assert len(counters) == 0

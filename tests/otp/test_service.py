@@ -375,3 +375,20 @@ async def test_a_failed_enqueue_keeps_the_previous_code_and_counts_no_send(
     assert (await service.check(client="app", code=code, verification_id=first.id)).valid
     # ... and the failed start left no cooldown (30 s after the first send, 1 s after it).
     assert await outcome(service, PHONE, queue) == "ok"
+
+
+# -- the embedded sweep keeps what the daily cap needs (issue 12, item 3) ----------------
+
+
+@pytest.mark.timeout(60)
+async def test_a_day_of_tries_every_30_s_with_sweeps_gets_exactly_the_daily_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = use_clock(monkeypatch)
+    service, queue, _ = make_service(clock=clock)  # 30 s cooldown, 5 per 10 min, 10 a day
+    sent = 0
+    for _ in range(24 * 3600 // 30):
+        sent += await outcome(service, PHONE, queue) == "ok"
+        service.sweep(clock.now)  # what the app's sweeper does between requests
+        clock.now += 30
+    assert sent == 10

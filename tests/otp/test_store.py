@@ -282,6 +282,9 @@ async def test_undo_save_of_a_replaced_verification_keeps_the_new_one(store: Otp
     assert result.verification.id == "otp_new"
 
 
+# --- the embedded sweep -------------------------------------------------------------------
+
+
 async def test_sweep_drops_expired_verifications_and_stale_send_history() -> None:
     store = MemoryOtpStore()  # Redis needs no sweeping: every key has a TTL
     await store.save(verification("otp_dead", phone=PHONE, expires_at=T0 + 100))
@@ -289,7 +292,7 @@ async def test_sweep_drops_expired_verifications_and_stale_send_history() -> Non
     await store.reserve_send(PHONE, T0, POLICY)  # stale by T0 + 700
     await store.reserve_send(OTHER_PHONE, T0 + 650, POLICY)  # still in the window
 
-    assert store.sweep(T0 + 700, POLICY.window_s) == 2  # one verification, one history
+    assert store.sweep(T0 + 700, POLICY) == 2  # one verification, one history
 
     dead = await store.reserve_attempt("app", T0, verification_id="otp_dead", phone=None)
     assert dead.outcome == "not_found"
@@ -297,4 +300,14 @@ async def test_sweep_drops_expired_verifications_and_stale_send_history() -> Non
     assert live.outcome == "reserved"
     # The kept history still enforces the cooldown.
     assert not (await store.reserve_send(OTHER_PHONE, T0 + 660, POLICY)).allowed
-    assert store.sweep(T0 + 700, POLICY.window_s) == 0
+    assert store.sweep(T0 + 700, POLICY) == 0
+
+
+async def test_sweep_keeps_a_send_history_as_long_as_the_daily_cap_needs_it() -> None:
+    store = MemoryOtpStore()
+    policy = SendPolicy(max_sends=5, window_s=600, cooldown_s=0, daily_max=5)
+    for n in range(5):
+        assert (await store.reserve_send(PHONE, T0 + n, policy)).allowed
+    assert store.sweep(T0 + 3600, policy) == 0  # an hour on: the day still counts them
+    assert (await store.reserve_send(PHONE, T0 + 3600, policy)).reason == "daily-cap"
+    assert store.sweep(T0 + 4 + 86_400, policy) == 1  # a day after the last: gone
