@@ -260,7 +260,7 @@ def build() -> dict[str, Any]:
             "OtpVerifyBody",
             "200",
             checked,
-            e404="Unknown, expired or already approved verification",
+            e404="By id: unknown, expired or already approved verification (never by phone)",
             e429="Max check attempts reached, or too many wrong codes for this number lately "
             "(see Retry-After)",
         ),
@@ -325,6 +325,17 @@ def build() -> dict[str, Any]:
             }
         },
     }
+    paths["/v1/otp/verify"]["post"]["description"] = (
+        "By `id` (the verification's own, from the start): a wrong code is 200 with "
+        "`valid: false` and the attempts left; an unknown, expired or approved id is 404. "
+        "By `phone`: the answer does not tell whether a code is pending. With nothing "
+        "pending, a wrong code is answered exactly as for a pending one (200, `valid: "
+        "false`, attempts counting down from the same maximum, then 429 "
+        "`max-attempts-reached`) and costs the number a failed check alike. The `id` of a "
+        "wrong-code answer by phone is an opaque name of (client, phone), the same whether "
+        "or not a code is pending, not a verification id (by id it is unknown); the right "
+        "code's answer carries the verification's own id."
+    )
     return {
         "openapi": "3.1.0",
         "info": {"title": "smsgw", "version": __version__},

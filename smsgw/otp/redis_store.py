@@ -87,16 +87,26 @@ class RedisOtpStore:
         )
 
     async def reserve_attempt(
-        self, client: str, now: float, *, verification_id: str | None, phone: str | None
+        self,
+        client: str,
+        now: float,
+        *,
+        verification_id: str | None,
+        phone: str | None,
+        placeholder: Verification | None = None,
     ) -> AttemptResult:
+        args: list[str | bytes | int] = []
         if verification_id is not None:
             kind, key = "id", self._keys.verification(verification_id)
         elif phone is not None:
             kind, key = "phone", self._keys.pending(client, phone)
+            if placeholder is not None:
+                expires_ms = int(placeholder.expires_at * 1000)
+                args = [placeholder.id, expires_ms, *_fields(placeholder)]
         else:
             return AttemptResult("not_found")
         reply = await self._reserve_attempt(
-            keys=[key], args=[kind, self._verification_prefix, client, repr(now)]
+            keys=[key], args=[kind, self._verification_prefix, client, repr(now), *args]
         )
         outcome = _text(reply[0])
         if outcome == "reserved":

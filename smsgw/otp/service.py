@@ -4,6 +4,11 @@ A start is checked against the number's own caps first, then against the pumping
 only then stored and queued; whatever fails on the way (a refusal, a full queue, Redis gone,
 a cancelled request) undoes what was already done, so a start that sends nothing leaves no
 trace: no cooldown, no count, and the user's previous code still works.
+
+A check by phone answers alike whether or not a code is pending (no oracle of who is logging
+in): with nothing pending, a placeholder no code matches is checked instead, with the same
+attempts and the same failed-check cost, and a wrong code's answer names the (client, phone)
+by an opaque id rather than the verification's own.
 """
 
 from __future__ import annotations
@@ -176,10 +181,22 @@ class OtpService:
         verification_id: str | None = None,
         phone: str | None = None,
     ) -> VerificationCheck:
-        """Compare `code`; raises VerificationNotFound, MaxAttemptsReached or
+        """Compare `code`; raises VerificationNotFound (by id only), MaxAttemptsReached or
         TooManyFailedChecks."""
+        now = time.time()
+        placeholder = None
+        if verification_id is None and phone is not None:
+            placeholder = Verification(
+                id="otp_" + os.urandom(16).hex(),  # never shown: by id it stays unknown
+                client=client,
+                phone=phone,
+                code_hash=b"",  # no code's HMAC matches it
+                created_at=now,
+                expires_at=now + self._settings.ttl_s,
+                max_attempts=self._settings.max_attempts,
+            )
         result = await self._store.reserve_attempt(
-            client, time.time(), verification_id=verification_id, phone=phone
+            client, now, verification_id=verification_id, phone=phone, placeholder=placeholder
         )
         if result.outcome == "exhausted":
             raise MaxAttemptsReached
@@ -191,7 +208,10 @@ class OtpService:
         # verifications, so new verifications do not buy new guesses).
         failure = await self.guard.reserve_check(verification.phone)
         if not self._hasher.matches(verification.id, code, verification.code_hash):
-            return VerificationCheck(verification.id, valid=False, attempts_left=attempts_left)
+            shown = verification.id
+            if verification_id is None:
+                shown = "otp_" + self._hasher.tag("by-phone", f"{client}\x00{verification.phone}")
+            return VerificationCheck(shown, valid=False, attempts_left=attempts_left)
         await self.guard.check_passed(verification.phone, failure)
         if not await self._store.approve(verification):
             raise VerificationNotFound  # a concurrent check approved it first

@@ -77,12 +77,20 @@ class OtpStore(Protocol):
         back the verification its save replaced (unless another start took the place)."""
 
     async def reserve_attempt(
-        self, client: str, now: float, *, verification_id: str | None, phone: str | None
+        self,
+        client: str,
+        now: float,
+        *,
+        verification_id: str | None,
+        phone: str | None,
+        placeholder: Verification | None = None,
     ) -> AttemptResult:
         """Count one check against the pending verification, unless its attempts are spent.
 
         The attempt is counted before the code is compared: with 50 concurrent wrong checks,
-        exactly max_attempts get a comparison and the rest are refused.
+        exactly max_attempts get a comparison and the rest are refused. Checked by phone
+        with nothing pending, `placeholder` (a verification no code matches) becomes the
+        pending one, in the same atomic step, and is checked instead.
         """
 
     async def approve(self, verification: Verification) -> bool:
@@ -144,16 +152,30 @@ class MemoryOtpStore:
             self._pending_by_phone[key] = replaced.id
 
     async def reserve_attempt(
-        self, client: str, now: float, *, verification_id: str | None, phone: str | None
+        self,
+        client: str,
+        now: float,
+        *,
+        verification_id: str | None,
+        phone: str | None,
+        placeholder: Verification | None = None,
     ) -> AttemptResult:
+        by_phone = False
         if verification_id is None and phone is not None:
+            by_phone = True
             verification_id = self._pending_by_phone.get((client, phone))
         found = self._verifications.get(verification_id) if verification_id else None
-        if found is None or found.client != client:
-            return AttemptResult("not_found")
-        if now >= found.expires_at:
+        if found is not None and found.client != client:
+            found = None
+        if found is not None and now >= found.expires_at:
             self._drop(found.id)
-            return AttemptResult("not_found")
+            found = None
+        if found is None:
+            if not by_phone or placeholder is None:
+                return AttemptResult("not_found")
+            self._verifications[placeholder.id] = placeholder
+            self._pending_by_phone[(placeholder.client, placeholder.phone)] = placeholder.id
+            found = placeholder
         if found.attempts >= found.max_attempts:
             return AttemptResult("exhausted", found)
         counted = replace(found, attempts=found.attempts + 1)

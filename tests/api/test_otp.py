@@ -179,18 +179,23 @@ async def test_concurrent_right_codes_approve_once(client: Client, sms_path: Pat
 # -- 404: unknown, approved, expired -------------------------------------------------------
 
 
-async def test_already_approved_is_404(client: Client, sms_path: Path) -> None:
+async def test_already_approved_is_404_by_id_and_a_wrong_code_by_phone(
+    client: Client, sms_path: Path
+) -> None:
     started = await start(client)
     code = code_in((await sms_for(sms_path, started["message_id"]))["body"])
     assert (await verify(client, code, id=started["id"]))[0] == 200
-    for target in ({"id": started["id"]}, {"phone": PHONE}):
-        for attempt in (code, wrong(code)):
-            response = await client.post("/v1/otp/verify", json={**target, "code": attempt})
-            assert response.status == 404
-            assert response.content_type == PROBLEM
-            payload = await response.json(content_type=None)
-            assert payload["status"] == 404
-            assert problem_slug(payload) == "verification-not-found"
+    for attempt in (code, wrong(code)):
+        response = await client.post("/v1/otp/verify", json={"id": started["id"], "code": attempt})
+        assert response.status == 404
+        assert response.content_type == PROBLEM
+        payload = await response.json(content_type=None)
+        assert payload["status"] == 404
+        assert problem_slug(payload) == "verification-not-found"
+        # By phone, nothing pending answers like a wrong code (no oracle of pending codes).
+        status, payload = await verify(client, attempt, phone=PHONE)
+        assert status == 200
+        assert (payload["status"], payload["valid"]) == ("pending", False)
 
 
 @pytest.mark.parametrize(
@@ -232,11 +237,12 @@ async def test_message_id_is_not_a_verification_id(client: Client, sms_path: Pat
     assert status == 404
 
 
-async def test_unknown_phone_is_404(client: Client, sms_path: Path) -> None:
+async def test_unknown_phone_answers_like_a_wrong_code(client: Client, sms_path: Path) -> None:
     await start(client)
     status, payload = await verify(client, "123456", phone=OTHER_PHONE)
-    assert status == 404
-    assert problem_slug(payload) == "verification-not-found"
+    assert status == 200
+    assert set(payload) == {"id", "status", "valid", "attempts_left"}
+    assert (payload["status"], payload["valid"], payload["attempts_left"]) == ("pending", False, 4)
 
 
 async def test_expired_is_404_clock_moved(
@@ -247,10 +253,11 @@ async def test_expired_is_404_clock_moved(
     real_time = time.time
     # Only the OTP service's clock jumps: the server and the dispatcher keep the real one.
     monkeypatch.setattr(otp_service, "time", SimpleNamespace(time=lambda: real_time() + 31))
-    for target in ({"id": started["id"]}, {"phone": PHONE}):
-        status, payload = await verify(client, code, **target)
-        assert status == 404, payload
-        assert problem_slug(payload) == "verification-not-found"
+    status, payload = await verify(client, code, id=started["id"])
+    assert status == 404, payload
+    assert problem_slug(payload) == "verification-not-found"
+    status, payload = await verify(client, code, phone=PHONE)  # as if nothing was pending
+    assert (status, payload["valid"]) == (200, False), payload
 
 
 async def test_not_yet_expired_still_works_clock_moved(
@@ -330,7 +337,7 @@ async def test_a_new_send_replaces_the_previous_code(aiohttp_client: Any, sms_pa
     assert status == 404
     status, payload = await verify(client, first_code, phone=PHONE)
     assert status == 200
-    assert payload["id"] == second["id"]
+    assert payload["id"] not in (first["id"], second["id"])  # by phone: an opaque id
     assert payload["valid"] is False
     status, payload = await verify(client, second_code, id=second["id"])
     assert status == 200
@@ -555,3 +562,47 @@ async def test_a_start_that_cannot_reach_a_stopped_redis_is_undone(
     assert (status, payload["status"]) == (200, "approved"), payload
     again = await client.post("/v1/otp", json={"phone": PHONE})
     assert again.status == 202, await again.text()
+
+
+# -- verify by phone tells nothing about a pending code (issue 12, item 10) --------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings sections for the embedded state, or for all of it in a private Redis."""
+    if request.param == "memory":
+        return {}
+    return {"redis": {"url": request.getfixturevalue("redis_url")}}
+
+
+def shape(status: int, payload: dict[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    """What an answer looks like without its values: the status, each key and its type."""
+    return status, sorted((key, type(value).__name__) for key, value in payload.items())
+
+
+async def test_verify_by_phone_does_not_tell_whether_a_code_is_pending(
+    aiohttp_client: Any, sms_path: Path, backend: dict[str, Any]
+) -> None:
+    client = await app_client(
+        aiohttp_client, sms_path, abuse={"failed_checks_per_number": 3}, **backend
+    )
+    started = await start(client, PHONE)  # OTHER_PHONE has no code pending
+    bad = wrong(code_in((await sms_for(sms_path, started["message_id"]))["body"]))
+    seen: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for phone in (PHONE, OTHER_PHONE):
+        seen[phone] = [await verify(client, bad, phone=phone) for _ in range(4)]
+    pending, nothing = seen[PHONE], seen[OTHER_PHONE]
+    assert [shape(*a) for a in pending] == [shape(*a) for a in nothing]
+    assert [s for s, _ in pending] == [200, 200, 200, 429]
+    for (_, one), (_, other) in zip(pending[:3], nothing[:3], strict=True):
+        assert (one["status"], one["valid"]) == (other["status"], other["valid"])
+        assert (one["status"], one["valid"]) == ("pending", False)
+        assert one["attempts_left"] == other["attempts_left"]
+        assert re.fullmatch(r"otp_[0-9a-f]{32}", one["id"])
+        assert re.fullmatch(r"otp_[0-9a-f]{32}", other["id"])
+    # Both cost a failed check: the fourth is refused alike.
+    assert problem_slug(pending[3][1]) == problem_slug(nothing[3][1]) == "too-many-failed-checks"
+    # The id in the answer does not tell either: by id, both are unknown.
+    for answers in (pending, nothing):
+        status, _ = await verify(client, bad, id=answers[0][1]["id"])
+        assert status == 404

@@ -187,12 +187,16 @@ async def test_verify_by_phone() -> None:
     service, queue, _ = make_service()
     started, code = await start_and_take(service, queue)
     miss = await service.check(client="app", code=wrong(code), phone=PHONE.e164)
-    assert miss.id == started.id
     assert not miss.valid
+    # A wrong code by phone names (client, phone) opaquely, not the verification: the same
+    # answer as when nothing is pending.
+    assert miss.id != started.id
+    assert miss.id.startswith("otp_")
     hit = await service.check(client="app", code=code, phone=PHONE.e164)
     assert hit.valid
-    with pytest.raises(VerificationNotFound):
-        await service.check(client="app", code=code, phone=PHONE.e164)
+    assert hit.id == started.id
+    after = await service.check(client="app", code=code, phone=PHONE.e164)
+    assert (after.valid, after.id) == (False, miss.id)
 
 
 async def test_another_client_cannot_verify() -> None:
@@ -200,18 +204,19 @@ async def test_another_client_cannot_verify() -> None:
     started, code = await start_and_take(service, queue, client="app")
     with pytest.raises(VerificationNotFound):
         await service.check(client="intruder", code=code, verification_id=started.id)
-    with pytest.raises(VerificationNotFound):
-        await service.check(client="intruder", code=code, phone=PHONE.e164)
+    assert not (await service.check(client="intruder", code=code, phone=PHONE.e164)).valid
     # Still pending for its owner.
     assert (await service.check(client="app", code=code, verification_id=started.id)).valid
 
 
-async def test_unknown_id_is_not_found() -> None:
+async def test_unknown_id_is_not_found_and_an_unknown_phone_a_wrong_code() -> None:
     service, _, _ = make_service()
     with pytest.raises(VerificationNotFound):
         await service.check(client="app", code="123456", verification_id="otp_nope")
-    with pytest.raises(VerificationNotFound):
-        await service.check(client="app", code="123456", phone=PHONE.e164)
+    check = await service.check(client="app", code="123456", phone=PHONE.e164)
+    assert (check.valid, check.attempts_left) == (False, 4)
+    other = await service.check(client="other", code="123456", phone=PHONE.e164)
+    assert other.id != check.id  # per client: no link between two clients' answers
 
 
 async def test_new_send_replaces_the_previous_code() -> None:
@@ -251,15 +256,17 @@ async def test_send_cap_per_window() -> None:
 
 
 async def test_queue_full_rolls_back_the_verification_and_the_send() -> None:
-    service, queue, _ = make_service(queue_size=1)
+    service, queue, store = make_service(queue_size=1)
     await queue.put(Message(to="+14155550199", country="US", body="bulk", client="x"))
 
     with pytest.raises(QueueFull):
         await service.start(client="app", phone=PHONE)
 
     assert queue.depth() == 1
-    with pytest.raises(VerificationNotFound):
-        await service.check(client="app", code="000000", phone=PHONE.e164)
+    nothing = await store.reserve_attempt(
+        "app", time.time(), verification_id=None, phone=PHONE.e164
+    )
+    assert nothing.outcome == "not_found"
     # The failed send is not counted: no cooldown now that the queue has room.
     bulk = await queue.get()
     await queue.ack(bulk)

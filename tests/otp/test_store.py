@@ -282,6 +282,63 @@ async def test_undo_save_of_a_replaced_verification_keeps_the_new_one(store: Otp
     assert result.verification.id == "otp_new"
 
 
+# --- a placeholder when nothing is pending (checks by phone tell nothing) -----------------
+
+
+async def test_a_placeholder_is_checked_when_nothing_is_pending(store: OtpStore) -> None:
+    placeholder = verification("otp_placeholder", max_attempts=2)
+    answers = [
+        await store.reserve_attempt(
+            "app", T0, verification_id=None, phone=PHONE, placeholder=placeholder
+        )
+        for _ in range(3)
+    ]
+    assert [a.outcome for a in answers] == ["reserved", "reserved", "exhausted"]
+    assert [a.verification.attempts for a in answers[:2] if a.verification] == [1, 2]
+    # By id it is a verification like any other (its id is never shown to anyone).
+    by_id = await store.reserve_attempt("app", T0, verification_id="otp_placeholder", phone=None)
+    assert by_id.outcome == "exhausted"
+    # A start replaces it, as it would replace a real pending code.
+    assert await store.save(verification("otp_real")) == answers[1].verification
+
+
+async def test_a_placeholder_takes_the_place_of_an_expired_one_only(store: OtpStore) -> None:
+    await store.save(verification("otp_real", expires_at=T0 + 600))
+    placeholder = verification("otp_placeholder")
+    live = await store.reserve_attempt(
+        "app", T0, verification_id=None, phone=PHONE, placeholder=placeholder
+    )
+    assert live.verification is not None
+    assert live.verification.id == "otp_real"
+    expired = await store.reserve_attempt(
+        "app", T0 + 600, verification_id=None, phone=PHONE, placeholder=placeholder
+    )
+    assert expired.verification is not None
+    assert expired.verification.id == "otp_placeholder"
+    # Never by id, and never for another client.
+    by_id = await store.reserve_attempt(
+        "app", T0, verification_id="otp_x", phone=None, placeholder=placeholder
+    )
+    assert by_id.outcome == "not_found"
+
+
+async def test_concurrent_checks_by_phone_share_one_placeholder(store: OtpStore) -> None:
+    async def attempt(n: int) -> str:
+        await asyncio.sleep(0)
+        result = await store.reserve_attempt(
+            "app",
+            T0,
+            verification_id=None,
+            phone=PHONE,
+            placeholder=verification(f"otp_p{n}", max_attempts=5),
+        )
+        return result.outcome
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(50)))
+    assert outcomes.count("reserved") == 5
+    assert outcomes.count("exhausted") == 45
+
+
 # --- the embedded sweep -------------------------------------------------------------------
 
 

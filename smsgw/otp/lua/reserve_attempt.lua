@@ -2,22 +2,31 @@
 -- is counted before the code is compared, so 50 simultaneous guesses get max_attempts
 -- comparisons in all, whichever replicas they reach.
 -- KEYS[1] the verification's hash when checked by id, else the (client, phone) pointer
--- ARGV: "id" or "phone" (what KEYS[1] is), prefix of verification keys, client, now (s)
+-- ARGV: "id" or "phone" (what KEYS[1] is), prefix of verification keys, client, now (s);
+--       by phone, optionally a placeholder to check when nothing is pending (so the answer
+--       does not tell whether a code is): its id, expiry (ms since epoch), field/value pairs
 -- Reply: {"not_found"} | {"exhausted"} | {"reserved", id, fields (HGETALL list)...}
 local key, id = KEYS[1], nil
 if ARGV[1] == 'phone' then
   id = redis.call('GET', KEYS[1])
-  if not id then return {'not_found'} end
-  key = ARGV[2] .. id
+  key = id and (ARGV[2] .. id)
 else
   id = string.sub(KEYS[1], #ARGV[2] + 1)
 end
-local client = redis.call('HGET', key, 'client')
-if not client or client ~= ARGV[3] then return {'not_found'} end
-local expires_at = tonumber(redis.call('HGET', key, 'expires_at'))
-if tonumber(ARGV[4]) >= expires_at then
+local found = key and redis.call('HGET', key, 'client') == ARGV[3]
+if found and tonumber(ARGV[4]) >= tonumber(redis.call('HGET', key, 'expires_at')) then
   redis.call('DEL', key)
-  return {'not_found'}
+  found = false
+end
+if not found then
+  if ARGV[1] ~= 'phone' or #ARGV < 6 then return {'not_found'} end
+  id = ARGV[5]
+  key = ARGV[2] .. id
+  local fields = {}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('PEXPIREAT', key, ARGV[6])
+  redis.call('SET', KEYS[1], id, 'PXAT', ARGV[6])
 end
 local attempts = tonumber(redis.call('HGET', key, 'attempts'))
 if attempts >= tonumber(redis.call('HGET', key, 'max_attempts')) then
