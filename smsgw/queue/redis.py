@@ -5,7 +5,9 @@ Life of a message (scripts in ./lua):
 - get: one fetcher task reads in batches, high first, after moving due retries back into
   their streams (fetch.lua), and hands messages out from a small local buffer;
 - ack / retry_later: queued here and settled in batches, one call each (settle.lua):
-  XACK + XDEL, or ZADD to the delayed set + XACK + XDEL, atomically;
+  XACK + XDEL, or ZADD to the delayed set + XACK + XDEL, atomically, and only for entries
+  still pending for this consumer (one claimed by another replica is that replica's to
+  send: a retry from here could send it twice);
 - held entries are renewed while held (renew.lua), so only a consumer that died or hangs
   loses them: after `visibility_timeout_s` another replica takes them (claim.lua, XAUTOCLAIM).
 
@@ -622,33 +624,35 @@ class RedisQueue:
     async def _settle(self, batch: list[_Op]) -> None:
         now = time.monotonic()
         finishing = {id(op.held) for op in batch if op.kind != "mark" and op.held is not None}
-        acks: tuple[list[str], list[str]] = ([], [])
-        retries: list[Any] = []
-        markers: dict[str, None] = {}
+        markers: dict[str, int] = {}  # key -> its index in the script's KEYS (Lua counts from 1)
+        args: list[Any] = [QUEUE_GROUP, self._consumer, DEDUPE_TTL_S]
         for op in batch:
             held = op.held
-            if held is not None and self._may_have_copy(held, now):
-                markers[self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)] = None
-            elif op.kind == "mark" and held is not None and id(held) not in finishing:
-                # Sent but not finished yet: if we die now, whoever claims it must skip it.
-                markers[self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)] = None
-            if op.kind == "mark":
-                continue
+            marker = 0
             if op.entry_id is not None:
-                acks[op.index - 1].append(op.entry_id)
-            if op.kind == "retry":
-                retries += (op.delay_ms, op.member)
-        args = [
-            QUEUE_GROUP,
-            DEDUPE_TTL_S,
-            len(acks[0]),
-            len(acks[1]),
-            len(retries) // 2,
-            *acks[0],
-            *acks[1],
-            *retries,
-        ]
-        await self._call(self._scripts.settle, [*self._all_keys, *markers], args)
+                key = self._keys.done_marker(PRIORITIES[op.index - 1], op.entry_id)
+                marker = markers.setdefault(key, len(self._all_keys) + len(markers) + 1)
+            # Where another consumer may hold a copy, its marker makes that copy be skipped;
+            # a mark alone (sent, not finished yet) needs one in case we die before the ack.
+            # The script also writes it for an ack of an entry that is no longer ours.
+            wanted = held is not None and (
+                self._may_have_copy(held, now) or (op.kind == "mark" and id(held) not in finishing)
+            )
+            if op.kind == "mark" and not wanted:
+                continue
+            args += (op.kind[0], op.index, op.entry_id or "", marker, int(wanted))
+            args += (op.delay_ms, op.member) if op.kind == "retry" else (0, "")
+        reply = await self._call(self._scripts.settle, [*self._all_keys, *markers], args)
+        lost = {(int(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)}
+        if not lost:
+            return
+        # Claimed by another consumer since, which sends it (or did): our outcome was not
+        # recorded, so neither a second send (retry) nor a loss (its copy is not skipped).
+        for op in batch:
+            if op.held is not None and (op.index, op.entry_id) in lost and not op.held.lost:
+                op.held.lost = True
+                self.stats.leases_lost += 1
+        _log.warning("queue_settled_lost_leases", messages=len(lost))
 
     async def _renew_loop(self) -> None:
         while True:

@@ -891,3 +891,74 @@ async def test_backlog_is_read_from_redis_for_every_replica(make_queue: QueueFac
     parts = {b.part: b for b in await producer.backlog()}
     assert parts["delayed"].messages == 1
     assert parts["delayed"].oldest_age_s == 0  # due in 30 s: not overdue
+
+
+# -- settling after the lease was lost ----------------------------------------------------
+
+
+async def _lose_lease(make_queue: QueueFactory) -> tuple[RedisQueue, Message, RedisQueue, Message]:
+    """`slow` fetches a message and stalls (no renewals) until `other` has claimed it."""
+    slow = make_queue("slow", visibility_s=0.5, renew_interval_s=3600)
+    other = make_queue("other", visibility_s=0.5, claim_interval_s=0.1)
+    await slow.put(msg("once"))
+    first = await get_soon(slow)
+    await asyncio.sleep(0.6)
+    copy = await get_soon(other, 2.0)
+    assert copy.id == "once"
+    assert other.taken_over(copy)
+    return slow, first, other, copy
+
+
+async def test_a_retry_settled_after_the_new_owner_sent_it_is_dropped(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    slow, first, other, copy = await _lose_lease(make_queue)
+    # The new owner sends it and finishes it.
+    assert await other.was_sent(copy) is False
+    await other.mark_sent(copy)
+    await other.ack(copy)
+    await settled(other)
+    # Then the stalled first holder's provider call fails, and it asks for a retry.
+    first.attempts = 1
+    await slow.retry_later(first, 0)
+    await settled(slow)
+    assert await redis.zcard(KEYS.delayed) == 0, "a retry of a message already sent"
+    await nothing_for(other, 0.5)
+    assert await other.total() == 0
+    assert slow.stats.leases_lost == 1
+
+
+async def test_a_retry_settled_while_the_new_owner_sends_it_is_dropped(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    slow, first, other, copy = await _lose_lease(make_queue)
+    assert await other.was_sent(copy) is False  # the new owner is sending it now...
+    first.attempts = 1
+    await slow.retry_later(first, 0)  # ...when the first holder's attempt fails
+    await settled(slow)
+    await other.mark_sent(copy)
+    await other.ack(copy)
+    await settled(other)
+    await nothing_for(other, 0.5)  # a retry would bring the message back: a second send
+    assert await redis.zcard(KEYS.delayed) == 0
+    assert await other.total() == 0
+    assert slow.stats.leases_lost == 1
+
+
+async def test_a_retry_settled_before_the_new_owner_sends_leaves_it_to_that_owner(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    slow, first, other, copy = await _lose_lease(make_queue)
+    first.attempts = 1
+    await slow.retry_later(first, 0)
+    await settled(slow)
+    # The entry is the new owner's: the failed attempt of the old one must not make it skip
+    # the message (that would lose it), nor schedule a second copy.
+    assert await other.was_sent(copy) is False
+    assert await redis.zcard(KEYS.delayed) == 0
+    assert await other.total() == 1
+    await other.mark_sent(copy)
+    await other.ack(copy)
+    await settled(other)
+    await nothing_for(other, 0.3)
+    assert await other.total() == 0
