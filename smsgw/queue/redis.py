@@ -383,8 +383,7 @@ class RedisQueue:
             key = (held.index, held.entry_id)
             mine = self._held.get(key)
             if mine is not None:
-                # Our own entry, claimed back after our lease lapsed: same message, keep ours.
-                mine.lease_at = held.lease_at
+                self._claimed_back(mine, held.lease_at)
                 continue
             self._held[key] = held
             self._empty.clear()
@@ -395,6 +394,15 @@ class RedisQueue:
                     break
             else:
                 self._buffers[held.index - 1].append(held)
+
+    @staticmethod
+    def _claimed_back(mine: Held, lease_at: float) -> None:
+        """Our own entry, claimed back after our lease lapsed: same message, keep our copy."""
+        mine.lease_at = lease_at
+        if mine.lost:
+            # Ours again, so renewed again; whoever had it meanwhile may have sent it.
+            mine.lost = False
+            mine.reclaimed = True
 
     def _forget(self, held: Held) -> None:
         if self._held.get((held.index, held.entry_id)) is held:
@@ -545,11 +553,13 @@ class RedisQueue:
         self._cursors = [text(reply[0]), text(reply[1])]
         self._claim_more = self._cursors != ["0-0", "0-0"]
         self._claim_at = time.monotonic() + self._claim_interval_s
-        entries = [
-            held
-            for held in self._entries(reply, 2, started, reclaimed=True)
-            if (held.index, held.entry_id) not in self._held
-        ]
+        entries = []
+        for held in self._entries(reply, 2, started, reclaimed=True):
+            mine = self._held.get((held.index, held.entry_id))
+            if mine is None:
+                entries.append(held)
+            else:
+                self._claimed_back(mine, started)
         if not entries:
             return
         markers = [self._keys.done_marker(PRIORITIES[h.index - 1], h.entry_id) for h in entries]

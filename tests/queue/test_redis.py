@@ -962,3 +962,37 @@ async def test_a_retry_settled_before_the_new_owner_sends_leaves_it_to_that_owne
     await settled(other)
     await nothing_for(other, 0.3)
     assert await other.total() == 0
+
+
+async def test_an_entry_claimed_back_after_a_lost_lease_is_renewed_again(
+    make_queue: QueueFactory, redis: Redis
+) -> None:
+    queue = make_queue("a", visibility_s=0.6, claim_interval_s=0.1, renew_interval_s=0.1)
+    await queue.put(msg("back"))
+    message = await get_soon(queue)
+    stream = KEYS.stream("normal")
+    [entry] = await redis.xpending_range(stream, QUEUE_GROUP, "-", "+", 10)
+    # Another replica takes it, then dies holding it: it comes back to us after a timeout.
+    await redis.xclaim(stream, QUEUE_GROUP, "dead", 0, [entry["message_id"]], justid=True)
+    getter = asyncio.create_task(queue.get())  # a worker waiting: claims are looked for
+    deadline = time.monotonic() + 3
+    while queue.stats.leases_lost == 0 or not await _held_by(redis, "a"):
+        assert time.monotonic() < deadline, "never lost or never claimed back"
+        await asyncio.sleep(0.05)
+    # Ours again, and a copy may be out there: renewed like any held entry, sent as a
+    # possible duplicate.
+    assert queue.taken_over(message)
+    idle_ms = []
+    for _ in range(15):  # over two visibility timeouts
+        await asyncio.sleep(0.1)
+        [entry] = await redis.xpending_range(stream, QUEUE_GROUP, "-", "+", 10)
+        assert entry["consumer"] == b"a"
+        idle_ms.append(entry["time_since_delivered"])
+    # Renewed every 0.1 s; not left to look abandoned until some replica claims it.
+    assert max(idle_ms) < 300, idle_ms
+    assert queue.stats.leases_lost == 1
+    assert not getter.done()  # our own entry, not a second message
+    getter.cancel()
+    await queue.ack(message)
+    await settled(queue)
+    assert await queue.total() == 0
