@@ -43,11 +43,20 @@ _COMMON_POST_ERRORS = {
     "400": _problem("Malformed JSON, invalid fields or invalid phone number"),
     "401": _problem("Missing or invalid API key"),
     "409": _problem("A request with the same Idempotency-Key is still running"),
+    "410": _problem(
+        "The request with this Idempotency-Key was processed, but its answer was too large "
+        "to keep (idempotent-answer-not-kept): it is not processed again"
+    ),
     "413": _problem("Body too large"),
     "415": _problem("Body is not application/json"),
     "422": _problem("Idempotency-Key reused with another body, or destination not served"),
     "503": _problem("Queue full or replica draining (see Retry-After)"),
 }
+# Any POST may get it, besides the reasons of its own 429 (if any).
+_IDEMPOTENCY_BUDGET_429 = (
+    "this client's requests with an Idempotency-Key in flight fill its idempotency budget "
+    "(see Retry-After)"
+)
 _IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -59,6 +68,9 @@ _IDEMPOTENCY_HEADER = {
 
 def _post(summary: str, body: str, ok: str, ok_schema: dict[str, Any], **errors: Any) -> Any:
     responses = {ok: _json(summary, ok_schema), **_COMMON_POST_ERRORS}
+    too_many = errors.pop("e429", None)
+    too_many = f"{too_many}; or {_IDEMPOTENCY_BUDGET_429}" if too_many else _IDEMPOTENCY_BUDGET_429
+    responses["429"] = _problem(too_many[0].upper() + too_many[1:])
     responses.update({code.removeprefix("e"): _problem(text) for code, text in errors.items()})
     return {
         "post": {

@@ -22,12 +22,8 @@ from smsgw.api import (
 )
 from smsgw.api.auth import ClientAuth
 from smsgw.api.geo import GeoPermissions
-from smsgw.api.idempotency import (
-    Idempotency,
-    IdempotencyBackend,
-    MemoryIdempotencyBackend,
-    RedisIdempotencyBackend,
-)
+from smsgw.api.idempotency import Idempotency, IdempotencyBackend, MemoryIdempotencyBackend
+from smsgw.api.idempotency_redis import RedisIdempotencyBackend
 from smsgw.api.keys import (
     AUDIT,
     AUTH,
@@ -315,7 +311,9 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
     if settings.uses_redis(settings.otp.store):
         redis, keys = app[REDIS], _redis_keys(settings)
         store = RedisOtpStore(redis, keys)
-        idempotency = RedisIdempotencyBackend(redis, keys)
+        idempotency = RedisIdempotencyBackend(
+            redis, keys, client_budget_bytes=settings.idempotency.client_budget_bytes
+        )
         quota_counter = RedisQuotaCounter(redis, keys)
         receipts = RedisSeenReceipts(redis, keys)
         guard = AbuseGuard(
@@ -323,7 +321,9 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         store = MemoryOtpStore()
-        idempotency = MemoryIdempotencyBackend()
+        idempotency = MemoryIdempotencyBackend(
+            client_budget_bytes=settings.idempotency.client_budget_bytes
+        )
         quota_counter = MemoryQuotaCounter()
         receipts = MemorySeenReceipts()
         guard = AbuseGuard(
@@ -338,7 +338,7 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
         app[AUDIT],
         guard,
     )
-    app[IDEMPOTENCY] = Idempotency(idempotency)
+    app[IDEMPOTENCY] = Idempotency(idempotency, settings.idempotency.max_answer_bytes)
     app[QUOTAS] = Quotas(settings.clients, quota_counter)
     app[RECEIPTS] = receipts
     if not settings.uses_redis(settings.otp.store):

@@ -8,6 +8,7 @@ is written has an expiry, so a stopped gateway leaves nothing behind for long.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 __all__ = [
     "DEDUPE_TTL_S",
@@ -62,8 +63,14 @@ class RedisKeys:
     def sends(self, phone: str) -> str:
         return f"{self.prefix}otp:sends:{phone}"
 
-    def idempotency(self, client: str, key: str) -> str:
-        return f"{self.prefix}idem:{client}:{key}"
+    def idempotency(self, client: str) -> str:
+        """Start of every key of one client's idempotency entries (smsgw.api.idempotency_redis):
+        `e:<Idempotency-Key>` per entry, `done`/`live` (sorted sets of finished answers and
+        claims in flight by age), `cost` (hash: bytes charged per entry) and `used` (their
+        sum). The hash tag keeps one client's keys in one Redis Cluster slot, as the scripts
+        that evict them need; the name is quoted so that no client's keys can be spelled by
+        another client's name and key."""
+        return f"{self.prefix}idem:{{{quote(client, safe='')}}}:"
 
     def replicas(self, role: str) -> str:
         """Sorted set: replicas of a role by their last heartbeat (smsgw.replicas)."""

@@ -35,6 +35,7 @@ __all__ = [
     "ClientSettings",
     "ConsoleProviderSettings",
     "DispatchSettings",
+    "IdempotencySettings",
     "LimiterSettings",
     "OtpSettings",
     "ProviderSettings",
@@ -221,6 +222,25 @@ class QueueSettings(_Section, frozen=True, kw_only=True):
         # 16 like otp.secret: a former otp.secret is a valid previous queue secret.
         if self.previous_secret is not None and len(self.previous_secret) < 16:
             raise _invalid("previous_secret", "must be at least 16 characters")
+
+
+class IdempotencySettings(_Section, frozen=True, kw_only=True):
+    """What Idempotency-Key answers may cost (smsgw/api/idempotency.py explains the policy)."""
+
+    # Bytes of kept answers and claims in flight per client (in memory, or in Redis when the
+    # OTP store is there). Over it, the client's own oldest answers are forgotten (before
+    # their 24 h); claims in flight alone filling it get 429 for new keys. Size it as
+    # keyed requests per second x how late a retry must still be recognised x ~500 bytes.
+    client_budget_bytes: int = 8 * 1024 * 1024
+    # An answer larger than this (after compression) is not kept: a success's replay is 410
+    # `idempotent-answer-not-kept`, a refusal runs again. Above every success the API gives.
+    max_answer_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_answer_bytes < 1024:
+            raise _invalid("max_answer_bytes", "must be >= 1024")
+        if self.client_budget_bytes < 4 * self.max_answer_bytes:
+            raise _invalid("client_budget_bytes", "must be >= 4 x max_answer_bytes")
 
 
 class AuditSettings(_Section, frozen=True, kw_only=True):
@@ -560,6 +580,7 @@ class Settings(_Section, frozen=True, kw_only=True):
     breaker: BreakerSettings = BreakerSettings()
     scaling: ScalingSettings = ScalingSettings()
     abuse: AbuseSettings = AbuseSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     clients: tuple[ClientSettings, ...] = ()
     providers: tuple[ProviderSettings, ...] = ()
 
@@ -671,6 +692,7 @@ _SCALAR_SECTIONS: Mapping[str, type[_Section]] = {
     "limiter": LimiterSettings,
     "audit": AuditSettings,
     "dispatch": DispatchSettings,
+    "idempotency": IdempotencySettings,
 }
 
 
