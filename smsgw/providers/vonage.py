@@ -18,9 +18,9 @@ import aiohttp
 
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers import _http
-from smsgw.providers._gsm import is_gsm7
 from smsgw.providers.base import OutgoingSms, Provider
 from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.segments import is_gsm7
 from smsgw.settings import VonageProviderSettings, VonageSignatureMethod
 
 __all__ = [
