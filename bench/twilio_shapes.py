@@ -6,12 +6,13 @@ are encoded once at import: the fake answers thousands of them per second.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from typing import Any, Final
 
 import orjson
+
+from bench.segment_count import count_segments
 
 API_VERSION: Final = "2010-04-01"
 E164: Final = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -59,25 +60,6 @@ BODY_TOO_LONG_BODY: Final = error_body(
 def invalid_to_body(to: str) -> bytes:
     """Twilio names the offending number in the 21211 message."""
     return error_body(INVALID_TO, f"The 'To' number {to} is not a valid phone number.", 400)
-
-
-# GSM 03.38: characters of the default alphabet take one septet, those of the
-# extension table two (escape + char). Anything else forces UCS-2.
-_GSM_BASIC: Final = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM_EXTENSION: Final = frozenset("^{}\\[~]|€\f")
-_GSM_ALL: Final = _GSM_BASIC | _GSM_EXTENSION
-
-
-def num_segments(body: str) -> int:
-    """How many SMS parts Twilio would bill for `body` (GSM-7 or UCS-2)."""
-    if _GSM_ALL.issuperset(body):
-        septets = len(body) + sum(1 for ch in body if ch in _GSM_EXTENSION)
-        return 1 if septets <= 160 else math.ceil(septets / 153)
-    units = len(body.encode("utf-16-le")) // 2
-    return 1 if units <= 70 else math.ceil(units / 67)
 
 
 _DAY: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -128,7 +110,7 @@ def message_resource(
         "messaging_service_sid": messaging_service_sid,
         "num_media": "0",
         # Twilio sends both counters as strings.
-        "num_segments": str(num_segments(body)),
+        "num_segments": str(count_segments(body)),
         "price": None,
         "price_unit": "USD",
         "sid": sid,

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from bench.twilio_shapes import num_segments
+from bench.segment_count import count_segments
 
 ROUTE: Final = "/sms/json"
 # Vonage wants digits only, no '+' (its OpenAPI: 7 to 15 digits).
@@ -100,7 +100,7 @@ def submit(form: dict[str, str], reject_numbers: frozenset[str]) -> Decision:
     to, text = form["to"], form["text"]
     if e164(to) in reject_numbers:
         return UNROUTABLE, error_body(UNROUTABLE, "Unroutable message - rejected"), None
-    parts = [_part(to, form.get("client-ref")) for _ in range(num_segments(text))]
+    parts = [_part(to, form.get("client-ref")) for _ in range(count_segments(text))]
     body = {"message-count": str(len(parts)), "messages": parts}
     return SUCCESS, orjson.dumps(body), parts[0]["message-id"]
 

@@ -173,7 +173,23 @@ async def test_messaging_service_message_is_accepted(client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("text", "segments"),
-    [("a" * 160, "1"), ("a" * 161, "2"), ("[" * 80, "1"), ("é" * 160, "1"), ("✓" * 71, "2")],
+    [
+        ("a" * 160, "1"),
+        ("a" * 161, "2"),
+        ("a" * 306, "2"),
+        ("a" * 307, "3"),
+        ("[" * 80, "1"),
+        ("é" * 160, "1"),
+        ("✓" * 71, "2"),
+        ("✓" * 134, "2"),
+        ("😀" * 35, "1"),
+        ("😀" * 36, "2"),
+        # An escape pair (or a surrogate pair) never straddles two parts: here it opens
+        # part 2, which then overflows into a third.
+        ("a" * 152 + "€" + "a" * 152, "3"),
+        ("✓" * 66 + "😀" + "✓" * 66, "3"),
+        ("a" * 200 + "`", "3"),  # backtick: ASCII, not GSM-7
+    ],
 )
 async def test_segments_follow_gsm7_and_ucs2(client: Client, text: str, segments: str) -> None:
     _, body, _ = await send(client, message(Body=text))
