@@ -20,8 +20,23 @@ As its own process (benchmarks)::
 Control endpoints (any process): `POST /_control` (JSON, any `Faults` field plus `seed`),
 `GET /_control`, `GET /_stats` (`?summary=1`: counts only), `POST /_reset`, `GET /healthz`.
 
+It behaves as a real provider does where the gateway's pacing is judged (issue 14):
+
+- every answer waits its own delay (`--latency-ms 250 --jitter-ms 80`: 170..330 ms,
+  uniform; `--jitter-dist normal` for a bell with that standard deviation), while the
+  arrival is stamped when the request is in, before the delay;
+- `--max-concurrent N` is Twilio's account concurrency limit: a request arriving while N
+  are open (received, not answered) gets 429/20429 at once and is not processed; every
+  Twilio answer carries `Twilio-Concurrent-Requests` (open requests, this one included),
+  and the stats keep the peak. Vonage and Airtel requests count as open, never refused;
+- each accepted message's segments are counted by the fake's own counter
+  (`bench.segment_count`, not smsgw's), with the most segments in any sliding second and,
+  given `--limit-segments N`, how many arrivals closed a sliding second over N.
+
 The request path must sustain 5000+ req/s on two cores next to the system under test:
-no per-request logging, one form parse, prebuilt error bodies, records appended to lists.
+no per-request logging, one form parse, prebuilt error bodies, records appended to lists,
+the sliding-second figures kept up to date per arrival (O(1)), so `?summary=1` stays cheap
+enough to poll during a run.
 """
 
 from __future__ import annotations
@@ -30,11 +45,13 @@ import argparse
 import asyncio
 import base64
 import binascii
+import functools
 import gc
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -47,7 +64,8 @@ from bench import serving
 from bench import twilio_shapes as tw
 from bench import vonage_shapes as vs
 from bench.airtel_shapes import AirtelAccount
-from bench.faults import Faults
+from bench.faults import JITTER_DISTRIBUTIONS, Faults
+from bench.segment_count import count_segments
 from bench.vonage_shapes import VonageAccount
 
 DEFAULT_ACCOUNT_SID: Final = "AC" + "0" * 32
@@ -60,9 +78,13 @@ HUNG: Final = 0
 HANG_POLL_S: Final = 0.1
 
 _JSON: Final = "application/json"
-_UNAUTHORIZED_HEADERS: Final = {"WWW-Authenticate": 'Basic realm="Twilio API"'}
+_AUTHENTICATE: Final = 'Basic realm="Twilio API"'
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Twilio's count of the account's open REST requests, on every answer.
+CONCURRENT_HEADER: Final = "Twilio-Concurrent-Requests"
 
 __all__ = [
+    "CONCURRENT_HEADER",
     "DEFAULT_ACCOUNT_SID",
     "DEFAULT_AUTH_TOKEN",
     "HUNG",
@@ -72,18 +94,22 @@ __all__ = [
     "FakeProvider",
     "FakeTwilio",
     "Faults",
+    "SlidingSegments",
     "VonageAccount",
     "main",
     "max_in_sliding_window",
+    "segments_in_sliding_window",
     "twilio_provider_toml",
 ]
 
 
 @dataclass(slots=True)
 class Arrival:
-    """One POST to the Messages endpoint, whatever was answered.
+    """One POST to a send endpoint, whatever was answered.
 
-    The status is decided on arrival, before any injected latency: it is what was
+    Stamped when the request is in (its body read; at once for a concurrency refusal,
+    which reads nothing) and recorded without an await in between, so records are in
+    stamp order. The status is decided then, before any injected latency: it is what was
     answered, or would have been had the client not left during the delay.
     """
 
@@ -95,6 +121,7 @@ class Arrival:
     provider: str = "twilio"  # which shape: twilio, vonage or airtel
     # Vonage's per-message `status` (its verdict inside a 200), Airtel's errorCode.
     code: str | None = None
+    segments: int = 0  # counted for accepted messages only
 
 
 @dataclass(slots=True)
@@ -108,14 +135,54 @@ class Accepted:
     body: str
     sid: str
     at: float
+    segments: int
+
+
+class SlidingSegments:
+    """Segments of accepted arrivals per sliding window, kept up to date per arrival.
+
+    Windows are half-open as in `max_in_sliding_window`: two arrivals share one iff they
+    are less than `window_s` apart, so the busiest window always ends at an arrival.
+    Arrivals must come in time order (the fake records them so); `add` is O(1) amortised.
+    """
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        if window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        self.window_s = window_s
+        self._recent: deque[tuple[float, int]] = deque()
+        self._in_window = 0
+        self.total = 0  # segments of every arrival added
+        self.max = 0  # most segments in any one window
+        self.over = 0  # arrivals that closed a window holding more than their limit
+
+    def add(self, at: float, segments: int, limit: int | None = None) -> None:
+        recent = self._recent
+        window_s = self.window_s
+        # The same comparison as max_in_sliding_window, so both agree to the last bit.
+        while recent and at - recent[0][0] >= window_s:
+            self._in_window -= recent.popleft()[1]
+        recent.append((at, segments))
+        in_window = self._in_window = self._in_window + segments
+        self.total += segments
+        if in_window > self.max:
+            self.max = in_window
+        if limit is not None and in_window > limit:
+            self.over += 1
+
+    def clear(self) -> None:
+        self._recent.clear()
+        self._in_window = self.total = self.max = self.over = 0
 
 
 class FakeProvider:
     """Configuration and records of one fake account per shape; serve it with `make_app()`.
 
     Records, readable directly in-process: `arrivals` (monotonic time of every POST to
-    a send endpoint), `records` (an `Arrival` each), `accepted` (what was taken) and
-    `by_status` (count per status answered, HUNG for held requests).
+    a send endpoint), `records` (an `Arrival` each), `accepted` (what was taken),
+    `by_status` (count per status answered, HUNG for held requests), `in_flight` (open
+    requests now) and `in_flight_peak`, `concurrency_429` (refusals for the concurrency
+    cap) and `segments` (a `SlidingSegments` over the accepted messages).
     """
 
     def __init__(
@@ -144,6 +211,10 @@ class FakeProvider:
         self.records: list[Arrival] = []
         self.accepted: list[Accepted] = []
         self.by_status: dict[int, int] = {}
+        self.in_flight = 0
+        self.in_flight_peak = 0
+        self.concurrency_429 = 0
+        self.segments = SlidingSegments()
 
     @property
     def messages_path(self) -> str:
@@ -170,12 +241,26 @@ class FakeProvider:
         self.records.clear()
         self.accepted.clear()
         self.by_status.clear()
+        # Requests still open stay open: the peak starts again from them.
+        self.in_flight_peak = self.in_flight
+        self.concurrency_429 = 0
+        self.segments.clear()
 
     def stats(self) -> dict[str, Any]:
-        """What `GET /_stats` answers."""
+        """What `GET /_stats` answers (`arrivals` and `accepted` are left out of a summary)."""
+        segments = self.segments
+        limit = self.faults.limit_segments
         return {
             "count": len(self.arrivals),
             "by_status": {str(status): n for status, n in self.by_status.items()},
+            "in_flight": self.in_flight,
+            "in_flight_peak": self.in_flight_peak,
+            "concurrency_429": self.concurrency_429,
+            "segments_total": segments.total,
+            "max_segments_in_sliding_second": segments.max,
+            # Counted against the limit in force at each arrival.
+            "limit_segments": limit,
+            "arrivals_over_segment_limit": segments.over if limit is not None else None,
             "arrivals": self.arrivals,
             "accepted": self.accepted,
         }
@@ -183,8 +268,8 @@ class FakeProvider:
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(MESSAGES_ROUTE, self._create_message)
-        app.router.add_post(vs.ROUTE, self._vonage_send)
-        app.router.add_post(at.ROUTE, self._airtel_send)
+        app.router.add_post(vs.ROUTE, functools.partial(self._counted, self._vonage_send))
+        app.router.add_post(at.ROUTE, functools.partial(self._counted, self._airtel_send))
         app.router.add_get("/_stats", self._get_stats)
         app.router.add_get("/_control", self._get_control)
         app.router.add_post("/_control", self._post_control)
@@ -197,27 +282,59 @@ class FakeProvider:
     # -- request path ---------------------------------------------------------------
 
     async def _create_message(self, request: web.Request) -> web.StreamResponse:
-        at = time.monotonic()
-        raw = await request.read()
-        form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-        to = form.get("To", "")
-        body = form.get("Body", "")
         faults = self.faults
-        status, payload, sid = self._decide(request, form, faults)
-        self._record(at, status, to, body, sid)
-        if status == HUNG:
-            return await self._hold(request)
+        open_now = self.in_flight = self.in_flight + 1  # this request included
+        if open_now > self.in_flight_peak:
+            self.in_flight_peak = open_now
+        try:
+            cap = faults.max_concurrent
+            if cap is not None and open_now > cap:
+                # Twilio's concurrency limit: refused at once, before reading or checking
+                # anything, and never processed (always safe to retry).
+                self.concurrency_429 += 1
+                self._record(time.monotonic(), 429, "", "", None, 0)
+                return web.Response(
+                    body=tw.THROTTLED_BODY,
+                    status=429,
+                    content_type=_JSON,
+                    headers={CONCURRENT_HEADER: str(open_now)},
+                )
+            raw = await request.read()
+            at = time.monotonic()
+            form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+            to = form.get("To", "")
+            body = form.get("Body", "")
+            status, payload, sid = self._decide(request, form, faults)
+            segments = 0
+            if sid is not None:
+                segments = count_segments(body)
+                self.segments.add(at, segments, faults.limit_segments)
+            self._record(at, status, to, body, sid, segments)
+            if status == HUNG:
+                return await self._hold(request)
+            delay_s = self.draw_delay_s(faults)
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            headers = {CONCURRENT_HEADER: str(self.in_flight)}
+            if status == 401:
+                headers["WWW-Authenticate"] = _AUTHENTICATE
+            elif status == 429:
+                headers["Retry-After"] = str(faults.retry_after_s)
+            return web.Response(body=payload, status=status, content_type=_JSON, headers=headers)
+        finally:
+            self.in_flight -= 1
+
+    def draw_delay_s(self, faults: Faults | None = None) -> float:
+        """An answer's own delay, in seconds: latency plus a jitter draw, never below 0."""
+        if faults is None:
+            faults = self.faults
         delay_ms = faults.latency_ms
         if faults.jitter_ms:
-            delay_ms += self._rng.uniform(0.0, faults.jitter_ms)
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
-        headers: Mapping[str, str] | None = None
-        if status == 401:
-            headers = _UNAUTHORIZED_HEADERS
-        elif status == 429:
-            headers = {"Retry-After": str(faults.retry_after_s)}
-        return web.Response(body=payload, status=status, content_type=_JSON, headers=headers)
+            if faults.jitter_dist == "normal":
+                delay_ms += self._rng.gauss(0.0, faults.jitter_ms)
+            else:
+                delay_ms += self._rng.uniform(-faults.jitter_ms, faults.jitter_ms)
+        return max(delay_ms, 0.0) / 1000
 
     def _decide(
         self, request: web.Request, form: dict[str, str], faults: Faults
@@ -278,8 +395,8 @@ class FakeProvider:
     # Kept apart from Twilio's: the benchmarked Twilio path pays nothing for them.
 
     async def _vonage_send(self, request: web.Request) -> web.StreamResponse:
-        at_ = time.monotonic()
         raw = await request.read()
+        at_ = time.monotonic()
         form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         faults = self.faults
         status, code, payload, sid = vs.answer(
@@ -290,9 +407,10 @@ class FakeProvider:
         return await self._answer(request, faults, status, payload)
 
     async def _airtel_send(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
         at_ = time.monotonic()
         try:
-            message: Any = orjson.loads(await request.read())
+            message: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             message = None
         faults = self.faults
@@ -329,20 +447,30 @@ class FakeProvider:
     ) -> web.StreamResponse:
         if status == HUNG:
             return await self._hold(request)
-        delay_ms = faults.latency_ms
-        if faults.jitter_ms:
-            delay_ms += self._rng.uniform(0.0, faults.jitter_ms)
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
+        delay_s = self.draw_delay_s(faults)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         headers = {"Retry-After": str(faults.retry_after_s)} if status == 429 else None
         return web.Response(body=payload, status=status, content_type=_JSON, headers=headers)
 
-    def _record(self, at: float, status: int, to: str, body: str, sid: str | None) -> None:
+    async def _counted(self, handler: _Handler, request: web.Request) -> web.StreamResponse:
+        """Run a Vonage or Airtel handler as an open request (they have no cap)."""
+        self.in_flight += 1
+        if self.in_flight > self.in_flight_peak:
+            self.in_flight_peak = self.in_flight
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
+    def _record(
+        self, at: float, status: int, to: str, body: str, sid: str | None, segments: int
+    ) -> None:
         self.arrivals.append(at)
-        self.records.append(Arrival(at, status, to, body, sid))
+        self.records.append(Arrival(at, status, to, body, sid, segments=segments))
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if sid is not None:
-            self.accepted.append(Accepted(to, body, sid, at))
+            self.accepted.append(Accepted(to, body, sid, at, segments))
 
     def _record_as(
         self,
@@ -355,11 +483,15 @@ class FakeProvider:
         sid: str | None,
     ) -> None:
         # As _record, which Twilio's hot path keeps to itself.
+        segments = 0
+        if sid is not None:
+            segments = count_segments(body)
+            self.segments.add(at, segments, self.faults.limit_segments)
         self.arrivals.append(at)
-        self.records.append(Arrival(at, status, to, body, sid, provider, code))
+        self.records.append(Arrival(at, status, to, body, sid, provider, code, segments))
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if sid is not None:
-            self.accepted.append(Accepted(to, body, sid, at))
+            self.accepted.append(Accepted(to, body, sid, at, segments))
 
     async def _hold(self, request: web.Request) -> web.StreamResponse:
         """Keep a request unanswered until its client gives up or the server stops.
@@ -459,6 +591,23 @@ def max_in_sliding_window(times: Sequence[float], window_s: float = 1.0) -> int:
     return best
 
 
+def segments_in_sliding_window(
+    times: Iterable[float],
+    segments: Iterable[int],
+    *,
+    limit: int | None = None,
+    window_s: float = 1.0,
+) -> tuple[int, int]:
+    """(most segments in one half-open window of `window_s`, how many arrivals closed a
+    window holding more than `limit`): `max_in_sliding_window` weighted by each arrival's
+    segments, computed from records (e.g. `/_stats` accepted) for any limit afterwards.
+    `times` need not be sorted; arrivals at the same time count in the order given."""
+    window = SlidingSegments(window_s)
+    for stamp, weight in sorted(zip(times, segments, strict=True), key=lambda pair: pair[0]):
+        window.add(stamp, weight, limit)
+    return window.max, window.over
+
+
 def twilio_provider_toml(url: str, *, name: str = "twilio", **extra: Any) -> str:
     """An smsgw `[[providers]]` block for a Twilio provider sending to the fake at `url` with
     its default account; `extra` adds settings (values written as TOML, e.g. `rate=5000`)."""
@@ -494,7 +643,29 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]
     parser.add_argument("--airtel-username", default=airtel.username)
     parser.add_argument("--airtel-password", default=airtel.password)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
-    parser.add_argument("--jitter-ms", type=float, default=0.0, help="extra uniform 0..jitter")
+    parser.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="each delay is latency ± jitter (clipped at 0)"
+    )
+    parser.add_argument(
+        "--jitter-dist",
+        choices=JITTER_DISTRIBUTIONS,
+        default="uniform",
+        help="uniform in ±jitter, or normal with jitter as standard deviation",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Twilio's concurrency limit: 429/20429 to a request arriving while N are open",
+    )
+    parser.add_argument(
+        "--limit-segments",
+        type=int,
+        default=None,
+        metavar="N",
+        help="count arrivals that close a sliding second over N segments (stats only)",
+    )
     parser.add_argument("--fail-5xx", type=float, default=0.0, help="probability of a 500")
     parser.add_argument("--throttle-429", type=float, default=0.0, help="probability of a 429")
     parser.add_argument("--retry-after-s", type=int, default=1, help="Retry-After of a 429")
@@ -512,11 +683,14 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]
         faults = Faults(
             latency_ms=args.latency_ms,
             jitter_ms=args.jitter_ms,
+            jitter_dist=args.jitter_dist,
             fail_5xx=args.fail_5xx,
             throttle_429=args.throttle_429,
             retry_after_s=args.retry_after_s,
             hang=args.hang,
             reject_numbers=frozenset(args.reject_number),
+            max_concurrent=args.max_concurrent,
+            limit_segments=args.limit_segments,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -239,7 +239,7 @@ async def test_hang_never_answers(aiohttp_client: MakeClient) -> None:
 
 
 async def test_latency_delays_the_answer(aiohttp_client: MakeClient) -> None:
-    fake = FakeTwilio(SID, TOKEN, faults=Faults(latency_ms=150, jitter_ms=50))
+    fake = FakeTwilio(SID, TOKEN, faults=Faults(latency_ms=150))
     client = await aiohttp_client(fake.make_app())
     started = time.monotonic()
     status, _, _ = await send(client, message())
@@ -278,6 +278,14 @@ async def test_fault_draws_are_reproducible_with_a_seed(aiohttp_client: MakeClie
         {"hang": True},
         {"nonsense": 1},
         {"seed": "x"},
+        {"jitter_ms": -5},
+        {"jitter_dist": "poisson"},
+        {"jitter_dist": 1},
+        {"max_concurrent": 0},
+        {"max_concurrent": 2.5},
+        {"max_concurrent": True},
+        {"limit_segments": -1},
+        {"limit_segments": "1000"},
     ],
 )
 def test_invalid_fault_settings_are_refused(changes: dict[str, object]) -> None:
@@ -327,15 +335,28 @@ async def test_stats_and_reset(client: Client, fake: FakeTwilio) -> None:
     assert stats["arrivals"] == sorted(stats["arrivals"])
     assert len(stats["arrivals"]) == 3
     [accepted] = stats["accepted"]
-    assert set(accepted) == {"to", "body", "sid", "at"}
+    assert set(accepted) == {"to", "body", "sid", "at", "segments"}
     assert accepted["sid"] == fake.accepted[0].sid
+    assert accepted["segments"] == 1
 
     records = fake.accepted
     async with client.post("/_reset") as r:
         assert r.status == 204
     assert records == []  # cleared in place
     async with client.get("/_stats") as r:
-        assert await r.json() == {"count": 0, "by_status": {}, "arrivals": [], "accepted": []}
+        assert await r.json() == {
+            "count": 0,
+            "by_status": {},
+            "in_flight": 0,
+            "in_flight_peak": 0,
+            "concurrency_429": 0,
+            "segments_total": 0,
+            "max_segments_in_sliding_second": 0,
+            "limit_segments": None,
+            "arrivals_over_segment_limit": None,
+            "arrivals": [],
+            "accepted": [],
+        }
 
 
 # -- max_in_sliding_window ----------------------------------------------------------
@@ -376,6 +397,8 @@ def test_max_in_sliding_window_needs_a_positive_window() -> None:
 
 async def test_script_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     argv = ["python", "-m", "bench.fake_provider", "--account-sid", SID, "--auth-token", TOKEN]
+    argv += ["--latency-ms", "2", "--jitter-ms", "1", "--jitter-dist", "normal"]
+    argv += ["--max-concurrent", "7", "--limit-segments", "1000"]
     proc, port = await asyncio.to_thread(start_process, argv, tmp_path / "fake.port")
     try:
         async with aiohttp.ClientSession() as session:
@@ -383,8 +406,15 @@ async def test_script_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             headers = {"Authorization": basic(SID, TOKEN)}
             async with session.post(url, data=message(), headers=headers) as r:
                 assert r.status == 201
+                assert r.headers["Twilio-Concurrent-Requests"] == "1"
             async with session.get(f"http://127.0.0.1:{port}/_stats") as r:
-                assert (await r.json())["by_status"] == {"201": 1}
+                stats = await r.json()
+            assert stats["by_status"] == {"201": 1}
+            assert (stats["segments_total"], stats["limit_segments"]) == (1, 1000)
+            async with session.get(f"http://127.0.0.1:{port}/_control") as r:
+                control = await r.json()
+            assert (control["latency_ms"], control["jitter_ms"]) == (2, 1)
+            assert (control["jitter_dist"], control["max_concurrent"]) == ("normal", 7)
     finally:
         code = await asyncio.to_thread(stop_process, proc)
     assert code == 0
