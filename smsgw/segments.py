@@ -13,12 +13,12 @@ Providers pace and bill per segment (Twilio's MPS), so whatever counts a rate ne
 Leaf module (nothing of smsgw): it runs once per message at intake, so the usual bodies take
 C paths only (`bytes.translate` for ASCII, a regex character class, one UTF-16 encode), and a
 multi-part body is cut part by part (one check per cut), never walked character by character.
-`segment()` per call on this 2-core machine (Python 3.11, `timeit`, best of 7 x 200,000,
-with other work running beside it):
+`segment()` per call on this 2-core machine (Python 3.11, `timeit`, best of 7 x 200,000;
+the range over runs at load average 1.5-4 from other work on the machine):
 
-    40-char ASCII OTP body                      0.44 µs
-    200-char ASCII GSM-7 body (2 segments)      0.35-0.64 µs
-    100-char Cyrillic + emoji (UCS-2, 2 seg.)   1.3-2.2 µs
+    40-char ASCII OTP body                      0.44-0.73 µs
+    200-char ASCII GSM-7 body (2 segments)      0.35-0.75 µs
+    100-char Cyrillic + emoji (UCS-2, 2 seg.)   1.3-2.4 µs
 
 An empty body is one segment of 0 units: a message is never free for a limiter.
 """
