@@ -1,18 +1,28 @@
 """The audit writer: callers record events without waiting; a background task stores them.
 
-- `record()` only appends to an in-memory buffer. A flusher task writes the buffer to the
+- `record()` only appends to an in-memory buffer. A flusher task hands the buffer to the
   store every `flush_interval_s`, or as soon as `batch_size` events wait, at most
   STORE_CHUNK events per store call.
-- When the store cannot take a batch, the batch goes to the spool on local disk, and so does
-  every later batch until the spool is replayed: events reach the store in the order they
-  were spooled. A replay task retries with backoff and returns to direct writes once the
-  spool is empty. A buffer grown past `max_buffer` (a store slower than the traffic) is
-  spooled at once instead of growing.
+- An event stays the writer's until the store confirms it: a write that fails or outlasts
+  WRITE_TIMEOUT_S puts its events in the spool, never drops them. While the store keeps up
+  (it confirms each write within a flush interval) one write runs at a time and nothing
+  touches the disk. A write still unconfirmed after one flush interval gets a copy of its
+  events in the spool while it waits (deleted once the store confirms it), and the next
+  batch may then start its own write, up to MAX_WRITES at once.
+- A crash (SIGKILL, OOM) therefore loses only events that are in memory alone: the buffer
+  (at most one flush interval of events) and a write younger than one flush interval, so
+  at most the events of the last 2 x `flush_interval_s`. Copies left by a crash are
+  replayed at the next start; what the store already had is stored once.
+- When the store cannot take a batch, the batch goes to the spool, and so does every later
+  batch until the spool is replayed: events reach the store in the order they were
+  spooled. A replay task retries with backoff and returns to direct writes once the spool
+  is empty. So does a batch that finds MAX_WRITES slow writes in flight, and a buffer grown
+  past `max_buffer` (a store slower than the traffic) is spooled at once instead of growing.
 - If even the spool cannot be written (disk full), the events stay in memory and the error
   is logged: never dropped silently.
-- `close()` stores what is buffered and replays the spool within a bound; what it cannot
-  store stays in the spool for the next start. A crash loses at most the events recorded
-  since the last flush.
+- `close()` stores what is buffered and replays the spool within its bound; what the store
+  has not confirmed by then, writes in flight included, stays in the spool for the next
+  start.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ import contextlib
 import os
 import socket
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -40,6 +51,9 @@ _log = structlog.get_logger("smsgw.audit")
 
 # One store write may not take longer than this; beyond it the batch is spooled.
 WRITE_TIMEOUT_S = 10.0
+# Slow writes (each already copied to the spool) in flight at once; beyond, batches are
+# spooled: a store that slow cannot take more in parallel.
+MAX_WRITES = 4
 # Events per store call, from the buffer or the spool: a backlog is written in calls this size
 # (200 BatchWriteItem requests), each short enough to finish well within WRITE_TIMEOUT_S,
 # instead of one call that would time out and send everything to the spool.
@@ -60,6 +74,8 @@ class AuditStats:
     stored: int = 0
     spooled: int = 0
     replayed: int = 0
+    # Events copied to the spool while their write was slow (deleted once it is confirmed).
+    guarded: int = 0
     # Store writes that failed (each batch then went to the spool).
     store_failures: int = 0
     # Spool writes that failed: those events are held in memory instead.
@@ -67,6 +83,16 @@ class AuditStats:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    """A batch handed to the store and not yet confirmed: still the writer's."""
+
+    events: list[AuditEvent]
+    # Set once the next batch need not wait for this one: it is over, or copied to disk.
+    safe: asyncio.Event = field(default_factory=asyncio.Event)
+    guard: Path | None = None
 
 
 class AuditWriter:
@@ -94,6 +120,11 @@ class AuditWriter:
         self._flusher: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._spills: set[asyncio.Task[None]] = set()
+        # Writes in flight, oldest first; close() sets _give_up when its time is over.
+        self._writes: dict[asyncio.Task[None], _Write] = {}
+        self._give_up = asyncio.Event()
+        # The batch being appended to the spool (one at a time, under _spool_lock).
+        self._spooling: list[AuditEvent] = []
         self.stats = AuditStats()
         self._lags: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
 
@@ -134,12 +165,22 @@ class AuditWriter:
 
     @property
     def backlog(self) -> int:
-        """Events recorded but not yet stored or spooled."""
-        return len(self._buffer)
+        """Events recorded but not yet stored or spooled (buffered or being written)."""
+        return len(self._buffer) + sum(len(write.events) for write in self._writes.values())
+
+    @property
+    def visibility_lag_s(self) -> float:
+        """How long after it is recorded an event is normally in the store, for every
+        replica to read: up to one flush interval in the buffer, and a write that takes less
+        than another (a slower one is the store falling behind), plus a margin."""
+        return 2 * self._settings.flush_interval_s + 0.1
 
     def unstored(self, message_id: str) -> list[AuditEvent]:
-        """A message's events still in the buffer (a lookup right after the POST)."""
-        return [event for event in self._buffer if event.message_id == message_id]
+        """A message's events the store has not confirmed yet, being written or buffered
+        (a lookup right after the POST). Ask before reading the store: an event leaves this
+        view only once the store has it."""
+        batches = [*(w.events for w in self._writes.values()), self._spooling, self._buffer]
+        return [event for batch in batches for event in batch if event.message_id == message_id]
 
     def spool_bytes(self) -> int:
         return self._spool.size_bytes()
@@ -160,20 +201,15 @@ class AuditWriter:
             _log.warning("audit_spool_found", spool=str(self._spool.directory))
             self._spooled.set()
 
-    async def flush(self) -> None:
-        """Store (or spool) the oldest STORE_CHUNK events recorded. Never cancel it midway:
-        the events it took from the buffer would be lost."""
-        batch = self._buffer[:STORE_CHUNK]
-        del self._buffer[:STORE_CHUNK]
-        await self._store_or_spool(batch)
-
     async def close(self, timeout_s: float = 10.0) -> None:
         """Store what is buffered and replay the spool, within `timeout_s` as far as the store
-        allows; whatever the store does not take by then stays in the spool."""
-        deadline = time.monotonic() + timeout_s
-        # A flush or spill in progress holds events outside the buffer: let it finish (each
-        # is bounded by WRITE_TIMEOUT_S) rather than cancel it. Replay is safe to cancel: a
-        # segment leaves the disk only once the store has all of it.
+        allows; whatever the store has not confirmed by then, writes in flight included,
+        stays in the spool."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # The flusher stops within a flush interval (it waits for a write only until the
+        # write is copied to disk); a spill finishes its spool append. Replay is safe to
+        # cancel: a segment leaves the disk only once the store has all of it.
         self._closing = True
         self._nonempty.set()
         self._full.set()
@@ -182,10 +218,19 @@ class AuditWriter:
         running = [t for t in (self._flusher, self._replayer, *self._spills) if t is not None]
         await asyncio.gather(*running, return_exceptions=True)
         batch, self._buffer = self._buffer, []
-        await self._store_or_spool(batch, max(deadline - time.monotonic(), 0.1))
+        for start in range(0, len(batch), STORE_CHUNK):
+            await self._send(batch[start : start + STORE_CHUNK])
+        if self._writes:
+            _, unconfirmed = await asyncio.wait(
+                list(self._writes), timeout=max(deadline - loop.time(), 0.0)
+            )
+            if unconfirmed:
+                # Out of time: every write still waiting spools its events and ends.
+                self._give_up.set()
+                await asyncio.gather(*unconfirmed, return_exceptions=True)
         if self._spool.pending():
             try:
-                await asyncio.wait_for(self._replay(), max(deadline - time.monotonic(), 0.1))
+                await asyncio.wait_for(self._replay(), max(deadline - loop.time(), 0.1))
             except (AuditUnavailable, TimeoutError) as exc:
                 _log.warning("audit_spool_left", spool=str(self._spool.directory), detail=str(exc))
         if self._buffer:
@@ -197,58 +242,154 @@ class AuditWriter:
 
     async def _flush_loop(self) -> None:
         interval = self._settings.flush_interval_s
+        loop = asyncio.get_running_loop()
+        due = 0.0
         while not self._closing:
             if not self._buffer:
                 self._nonempty.clear()
                 await self._nonempty.wait()
+                # The first event after a quiet spell waits one interval for company.
+                due = max(due, loop.time() + interval)
                 continue
-            if len(self._buffer) < self._settings.batch_size:
+            if len(self._buffer) < self._settings.batch_size and due > loop.time():
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), interval)
-            await self.flush()
+                    await asyncio.wait_for(self._full.wait(), due - loop.time())
+            # One write at a time while the store keeps up; the next starts once the last
+            # is confirmed or, if it is slow, copied to disk (at most one flush interval).
+            for write in list(self._writes.values()):
+                await write.safe.wait()
+            if self._closing:
+                break  # close() takes the buffer
+            due = loop.time() + interval
+            batch = self._buffer[:STORE_CHUNK]
+            del self._buffer[:STORE_CHUNK]
+            await self._send(batch)
 
-    async def _store_or_spool(
-        self, batch: list[AuditEvent], timeout_s: float = WRITE_TIMEOUT_S
-    ) -> None:
+    async def _send(self, batch: list[AuditEvent]) -> None:
+        """Start a store write for `batch`, or spool it if the store is behind."""
         if not batch:
             return
-        if not self._spool.pending():
+        if self._spool.pending() or len(self._writes) >= MAX_WRITES:
+            await self._spool_or_keep(batch)
+            return
+        write = _Write(batch)
+        task = asyncio.create_task(self._write(write), name="smsgw-audit-write")
+        self._writes[task] = write
+        task.add_done_callback(self._writes.pop)
+
+    async def _write(self, write: _Write) -> None:
+        """One store write, seen through: confirmed, or its events are spooled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITE_TIMEOUT_S
+        stored = asyncio.ensure_future(self.store.write(write.events))
+        give_up = asyncio.ensure_future(self._give_up.wait())
+        try:
+            waiting = {stored, give_up}
+            await asyncio.wait(
+                waiting, timeout=self._settings.flush_interval_s, return_when="FIRST_COMPLETED"
+            )
+            if not stored.done() and not give_up.done():
+                # Slow: keep a copy on disk while it waits, so a crash now loses none of it.
+                await self._guard(write)
+                write.safe.set()
+                await asyncio.wait(
+                    waiting, timeout=max(deadline - loop.time(), 0.0), return_when="FIRST_COMPLETED"
+                )
+            if not stored.done():
+                stored.cancel()
+                await asyncio.gather(stored, return_exceptions=True)
+            if stored.cancelled():
+                why = "at close" if give_up.done() else f"after {WRITE_TIMEOUT_S:.0f}s"
+                raise TimeoutError(f"audit store write unconfirmed {why}")
+            stored.result()
+        except (AuditUnavailable, TimeoutError) as exc:
+            _log.warning("audit_store_unavailable", events=len(write.events), detail=str(exc))
+            await self._write_failed(write)
+        except Exception:
+            # A bug, not an outage: the events are kept all the same.
+            _log.exception("audit_store_write_error", events=len(write.events))
+            await self._write_failed(write)
+        else:
+            self.stats.stored += len(write.events)
+            self._note_lags(write.events)
+            if write.guard is not None:
+                try:
+                    await asyncio.to_thread(self._spool.release, write.guard)
+                except OSError as exc:
+                    # Left on disk, it is replayed at the next start: stored once all the same.
+                    _log.warning("audit_guard_left", file=str(write.guard), detail=str(exc))
+        finally:
+            give_up.cancel()
+            stored.cancel()  # only if still running: this task itself was cancelled
+            write.safe.set()
+
+    async def _guard(self, write: _Write) -> None:
+        async with self._spool_lock:
             try:
-                await asyncio.wait_for(self.store.write(batch), timeout_s)
-            except (AuditUnavailable, TimeoutError) as exc:
-                self.stats.store_failures += 1
-                _log.warning("audit_store_unavailable", events=len(batch), detail=str(exc))
-            else:
-                self.stats.stored += len(batch)
-                self._note_lags(batch)
+                write.guard = await asyncio.to_thread(self._spool.guard, write.events)
+            except OSError as exc:
+                # Still in memory, and still written to the store: only a crash loses them.
+                self.stats.spool_failures += 1
+                _log.error("audit_spool_failed", events=len(write.events), detail=str(exc))
                 return
-        await self._to_spool(batch)
+        self.stats.guarded += len(write.events)
+
+    async def _write_failed(self, write: _Write) -> None:
+        self.stats.store_failures += 1
+        if write.guard is not None:
+            async with self._spool_lock:
+                try:
+                    await asyncio.to_thread(self._spool.adopt, write.guard)
+                except OSError as exc:
+                    _log.error("audit_spool_failed", file=str(write.guard), detail=str(exc))
+                else:
+                    self.stats.spooled += len(write.events)
+                    self._spooled.set()
+                    return
+        if not await self._to_spool(write.events):
+            # Out of this write's hands (and view) at the moment they are back in the buffer.
+            events, write.events = write.events, []
+            await self._keep(events)
 
     def _note_lags(self, events: list[AuditEvent]) -> None:
         now = time.time()
         self._lags.extend([now - event.at for event in events])
 
-    async def _to_spool(self, batch: list[AuditEvent]) -> None:
+    async def _to_spool(self, batch: list[AuditEvent]) -> bool:
+        """Append `batch` to the spool; False (logged) if the disk refused it."""
         async with self._spool_lock:
+            # Visible to lookups while the append runs: in no other view for that time.
+            self._spooling = batch
             try:
                 await asyncio.to_thread(self._spool.append, batch)
             except OSError as exc:
-                # Keep them: in memory, ahead of newer events, for the next flush to retry.
                 self.stats.spool_failures += 1
-                self._buffer[:0] = batch
                 _log.error("audit_spool_failed", events=len(batch), detail=str(exc))
-                if not self._closing:
-                    await asyncio.sleep(RETRY_BASE_S)  # not a busy loop while the disk is full
-                return
+                return False
+            finally:
+                self._spooling = []
         self.stats.spooled += len(batch)
         self._spooled.set()
+        return True
+
+    async def _spool_or_keep(self, batch: list[AuditEvent]) -> None:
+        if not await self._to_spool(batch):
+            await self._keep(batch)
+
+    async def _keep(self, batch: list[AuditEvent]) -> None:
+        # Neither store nor disk takes them: in memory, ahead of newer events, for the next
+        # flush to retry.
+        self._buffer[:0] = batch
+        self._nonempty.set()
+        if not self._closing:
+            await asyncio.sleep(RETRY_BASE_S)  # not a busy loop while the disk is full
 
     async def _spill(self) -> None:
         if len(self._buffer) >= self._settings.max_buffer:
             batch, self._buffer = self._buffer, []
             _log.warning("audit_buffer_full", events=len(batch))
-            await self._to_spool(batch)
+            await self._spool_or_keep(batch)
 
     async def _replay_loop(self) -> None:
         delay = RETRY_BASE_S
