@@ -1,8 +1,11 @@
 """GET /v1/messages/{id} and GET /v1/messages?to=...: the audit trail, as a client sees it.
 
 A client sees only the messages it sent; anyone else's id is 404, like an unknown one.
-Events still in the writer's buffer are shown too, so a message can be looked up the moment
-its POST answered.
+Events this replica's writer has not stored yet (buffered or being written) are shown too, so
+a message can be looked up the moment its POST answered. Where replicas share the queue, the
+POST may have been answered by another one, whose events reach the store within its
+writer's visibility lag (two flush intervals): a lookup that finds nothing looks again for
+that long before it answers 404.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from aiohttp import web
 
 from smsgw.api.inputs import MESSAGE_ID, int_query, query_problem
 from smsgw.api.intake import authorized_client
-from smsgw.api.keys import AUDIT
+from smsgw.api.keys import AUDIT, SETTINGS
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response, rfc3339_ms
 from smsgw.audit import AuditEvent, AuditWriter, MessageSummary, summarize
@@ -33,6 +36,8 @@ _PAGE_CONCURRENCY = 16
 _LIST_PARAMS = frozenset({"to", "since", "until", "limit", "cursor"})
 # Event fields shown as they are; the rest (message details) appear once, at the top.
 _EVENT_FIELDS = ("provider", "attempt", "provider_message_id", "reason", "replica")
+# How often a lookup that found nothing reads the store again, within the visibility lag.
+_LOOK_AGAIN_S = 0.1
 
 
 async def show_message(request: web.Request) -> web.Response:
@@ -42,7 +47,10 @@ async def show_message(request: web.Request) -> web.Response:
     # DynamoDB's over 2048 bytes), the same 404 as an unknown one.
     summary = None
     if MESSAGE_ID.fullmatch(message_id):
-        summary = await _summary(request.app[AUDIT], message_id, client)
+        writer = request.app[AUDIT]
+        summary = await _summary(writer, message_id, client)
+        if summary is None and _queue_is_shared(request):
+            summary = await _summary_once_visible(writer, message_id, client)
     if summary is None:
         raise Problem(
             404, "message-not-found", "Message not found", "no message with this id was sent"
@@ -84,13 +92,37 @@ async def list_messages(request: web.Request) -> web.Response:
     )
 
 
+def _queue_is_shared(request: web.Request) -> bool:
+    settings = request.app[SETTINGS]
+    # Replicas share the queue: any of them may have accepted it.
+    return settings.uses_redis(settings.queue.backend)
+
+
+async def _summary_once_visible(
+    writer: AuditWriter, message_id: str, client: str
+) -> MessageSummary | None:
+    """Read again until another replica's events for it would be stored. Unknown ids and
+    other clients' ids wait alike, so the time taken tells nothing about either."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + writer.visibility_lag_s
+    while (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(_LOOK_AGAIN_S, left))
+        summary = await _summary(writer, message_id, client)
+        if summary is not None:
+            return summary
+    return None
+
+
 async def _summary(writer: AuditWriter, message_id: str, client: str) -> MessageSummary | None:
+    # The writer's view first: an event leaves it only once the store has it, so read the
+    # other way round, one stored in between would be in neither.
+    unstored = writer.unstored(message_id)
     try:
         stored = await writer.store.events(message_id)
     except AuditUnavailable as exc:
         raise _audit_unavailable() from exc
     keys = {event.key for event in stored}
-    events = stored + [e for e in writer.unstored(message_id) if e.key not in keys]
+    events = stored + [e for e in unstored if e.key not in keys]
     summary = summarize(message_id, events)
     if summary.accepted is None or summary.accepted.client != client:
         return None  # unknown, or another client's message: the same answer

@@ -1,5 +1,5 @@
 """GET /v1/messages/{id} and GET /v1/messages?to=: the audit trail through the real app,
-with the embedded SQLite store."""
+with the embedded SQLite store (and DynamoDB on dynalite where replicas share the store)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
 from aiohttp.test_utils import TestClient
 
 from bench.fake_provider import FakeTwilio, Faults
+from smsgw.api.keys import AUDIT
+from smsgw.audit import AuditEvent, open_store
+from smsgw.settings import AuditSettings
 from tests.api.test_messages import twilio_provider
 from tests.helpers import app_client, code_in, wait_sms
 
@@ -89,6 +94,59 @@ async def test_a_lookup_right_after_the_post_finds_the_message(client: Client) -
     response = await client.get(f"/v1/messages/{message_id}")
     assert response.status == 200
     assert (await response.json())["events"][0]["type"] == "accepted"
+
+
+async def test_a_message_being_written_to_the_store_is_found(client: Client) -> None:
+    # Out of the writer's buffer, not yet in the store: still the writer's to show.
+    writer = client.app[AUDIT]
+    writing, answer = asyncio.Event(), asyncio.Event()
+    store_write = writer.store.write
+
+    async def slow_write(events: list[AuditEvent]) -> None:
+        writing.set()
+        await answer.wait()
+        await store_write(events)
+
+    writer.store.write = slow_write  # type: ignore[method-assign]
+    message_id = await send(client, PHONE, "hello")
+    await asyncio.wait_for(writing.wait(), 2.0)
+    response = await client.get(f"/v1/messages/{message_id}")
+    assert response.status == 200
+    assert (await response.json())["events"][0]["type"] == "accepted"
+    answer.set()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+async def shared_audit(
+    request: pytest.FixtureRequest, tmp_path: Path, dynamodb_settings: AuditSettings
+) -> dict[str, Any]:
+    """The [audit] section of replicas sharing one store: one SQLite file, or one table."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "shared.sqlite3")}
+    store = await open_store(dynamodb_settings)
+    await store.migrate()
+    await store.close()
+    return msgspec.structs.asdict(dynamodb_settings)
+
+
+async def test_a_message_accepted_by_one_replica_is_found_at_once_by_another(
+    aiohttp_client: Any, sms_path: Path, redis_url: str, shared_audit: dict[str, Any]
+) -> None:
+    # Two replicas on one Redis (queue, OTP state) and one audit store, as behind a load
+    # balancer: the lookup right after the POST lands on the replica that did not take it.
+    replicas = [
+        await app_client(aiohttp_client, sms_path, redis={"url": redis_url}, audit=shared_audit)
+        for _ in range(2)
+    ]
+    message_id = await send(replicas[0], PHONE, "hello")
+    started = time.monotonic()
+    response = await replicas[1].get(f"/v1/messages/{message_id}")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["events"][0]["type"] == "accepted"
+    assert time.monotonic() - started < 2.0
+    # Unknown stays unknown, once the other replicas had time to store it.
+    unknown = await replicas[1].get("/v1/messages/msg_" + "0" * 32)
+    assert unknown.status == 404
 
 
 async def test_an_otp_is_stored_with_its_code_masked(
