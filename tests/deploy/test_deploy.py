@@ -1,5 +1,6 @@
 """deploy/: the manifests are valid Kubernetes, the Dockerfile lints clean, and both agree
-with the app they run (probe paths, ports, metric names, drain bound, configuration)."""
+with the app they run (probe paths, ports, metric names, drain bound, configuration, an
+audit spool that outlives its pod)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def _one(kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
-DEPLOYMENTS = {d["metadata"]["name"]: d for d in _all("Deployment")}
+# The pods that serve: StatefulSets, so that each pod's audit spool outlives it.
+WORKLOADS = {d["metadata"]["name"]: d for d in _all("StatefulSet")}
 CONFIGMAP = _one("ConfigMap", "smsgw-config")
 SECRET = _one("Secret", "smsgw-secrets")
 
@@ -80,8 +82,8 @@ def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
     return containers
 
 
-def _role(deployment: dict[str, Any]) -> str:
-    args = _containers(deployment)[0]["args"]
+def _role(workload: dict[str, Any]) -> str:
+    args = _containers(workload)[0]["args"]
     assert args[0] == "serve", args
     assert "--role" in args, args
     role: str = args[args.index("--role") + 1]
@@ -170,19 +172,20 @@ def test_manifests_are_namespace_less_and_of_known_kinds() -> None:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "smsgw", name
         # Everything not validated against Kubernetes' schemas is checked by hand below.
         assert doc["apiVersion"] != KEDA_API or doc["kind"] == "ScaledObject", name
-    assert set(DEPLOYMENTS) == {"smsgw-api", "smsgw-worker"}
-    assert {_role(d) for d in DEPLOYMENTS.values()} == {"api", "worker"}
+    assert not _all("Deployment")
+    assert set(WORKLOADS) == {"smsgw-api", "smsgw-worker"}
+    assert {_role(d) for d in WORKLOADS.values()} == {"api", "worker"}
 
 
 def test_keda_scales_the_worker_on_the_lag_of_both_queue_streams() -> None:
     (scaled,) = _all("ScaledObject")
-    worker = DEPLOYMENTS["smsgw-worker"]
+    worker = WORKLOADS["smsgw-worker"]
     assert scaled["apiVersion"] == KEDA_API
     spec = scaled["spec"]
     target = spec["scaleTargetRef"]
     assert (target.get("apiVersion", "apps/v1"), target.get("kind", "Deployment")) == (
         "apps/v1",
-        "Deployment",
+        "StatefulSet",
     )
     assert target["name"] == "smsgw-worker"
     assert _role(worker) == "worker"
@@ -210,45 +213,79 @@ def test_keda_scales_the_worker_on_the_lag_of_both_queue_streams() -> None:
     assert spec["maxReplicaCount"] == settings.scaling.max_workers
 
 
-def test_api_hpa_scales_on_cpu_and_deployments_leave_replicas_to_autoscalers() -> None:
+def test_api_hpa_scales_on_cpu_and_workloads_leave_replicas_to_autoscalers() -> None:
     (hpa,) = _all("HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", "smsgw-api")
-    assert _role(DEPLOYMENTS["smsgw-api"]) == "api"
+    assert (target["kind"], target["name"]) == ("StatefulSet", "smsgw-api")
+    assert _role(WORKLOADS["smsgw-api"]) == "api"
     assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"]["type"] == "Utilization"
     # Utilization is relative to the request, which must therefore be set.
-    assert _containers(DEPLOYMENTS["smsgw-api"])[0]["resources"]["requests"]["cpu"]
-    for deployment in DEPLOYMENTS.values():
-        assert "replicas" not in deployment["spec"]  # an apply would reset the autoscaler
+    assert _containers(WORKLOADS["smsgw-api"])[0]["resources"]["requests"]["cpu"]
+    for workload in WORKLOADS.values():
+        assert "replicas" not in workload["spec"]  # an apply would reset the autoscaler
 
 
-def test_each_deployment_has_a_disruption_budget_and_only_the_api_a_service() -> None:
+def test_each_workload_has_a_disruption_budget_and_only_the_api_a_service() -> None:
     budgets = _all("PodDisruptionBudget")
-    for name, deployment in DEPLOYMENTS.items():
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert _matches(deployment["spec"]["selector"]["matchLabels"], labels)
+    for name, workload in WORKLOADS.items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert _matches(workload["spec"]["selector"]["matchLabels"], labels)
         covering = [b for b in budgets if _matches(b["spec"]["selector"]["matchLabels"], labels)]
         assert len(covering) == 1, name
-    (service,) = _all("Service")
-    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in DEPLOYMENTS.items()}
+    services = {d["metadata"]["name"]: d for d in _all("Service")}
+    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in WORKLOADS.items()}
+    (service,) = [s for s in services.values() if s["spec"].get("clusterIP") != "None"]
     assert _matches(service["spec"]["selector"], pods["smsgw-api"])
     assert not _matches(service["spec"]["selector"], pods["smsgw-worker"])
+    # The Service each StatefulSet requires: headless (pod DNS names only, nothing routed).
+    for name, workload in WORKLOADS.items():
+        governing = services[workload["spec"]["serviceName"]]
+        assert governing["spec"]["clusterIP"] == "None", name
+        assert _matches(governing["spec"]["selector"], pods[name]), name
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_the_audit_spool_is_on_a_volume_of_each_pod_that_outlives_it(name: str) -> None:
+    # An emptyDir dies with its pod (eviction, scale-down, node loss) and takes the events
+    # the store had not confirmed with it; a StatefulSet's claim is the next pod's of the
+    # same name, which replays them.
+    workload = WORKLOADS[name]
+    spec = workload["spec"]
+    pod = _pod_spec(workload)
+    (container,) = _containers(workload)
+    spool = Path(_production_settings(workload).audit.spool_dir)
+    (mount,) = [m for m in container["volumeMounts"] if spool.is_relative_to(m["mountPath"])]
+    assert not mount.get("readOnly", False)
+    assert mount["name"] not in {v["name"] for v in pod["volumes"]}, name
+    claims = {t["metadata"]["name"]: t for t in spec["volumeClaimTemplates"]}
+    claim = claims[mount["name"]]["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    assert claim["resources"]["requests"]["storage"]
+    # A pod scaled away while the store was down keeps its spool for when it returns.
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenScaled": "Retain",
+        "whenDeleted": "Retain",
+    }
+    # Scaled like a Deployment: all at once, not one pod after another.
+    assert spec["podManagementPolicy"] == "Parallel"
+    # The volume belongs to the pod's group, so uid 10001 can write it.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
 
 
 # -- agreement with the app --
 
 
-@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_configmap_and_secret_make_a_valid_production_config(name: str) -> None:
-    deployment = DEPLOYMENTS[name]
+    workload = WORKLOADS[name]
     references = set(SECRET_REF.findall(CONFIGMAP["data"]["smsgw.toml"]))
     assert references <= set(SECRET["stringData"]), "every env: reference needs a Secret key"
-    settings = _production_settings(deployment)
-    assert settings.server.role == _role(deployment)
+    settings = _production_settings(workload)
+    assert settings.server.role == _role(workload)
     # `serve` refuses a non-loopback bind without API keys.
     assert settings.clients
     assert settings.server.host == EVERY_INTERFACE
@@ -260,7 +297,7 @@ def test_configmap_and_secret_make_a_valid_production_config(name: str) -> None:
         TwilioProviderSettings,
         VonageProviderSettings,
     }
-    env = _container_env(deployment, _containers(deployment)[0])
+    env = _container_env(workload, _containers(workload)[0])
     assert env["SMSGW_CONFIG"] == "/etc/smsgw/smsgw.toml"
 
 
@@ -302,34 +339,37 @@ def test_docker_run_config_is_valid_and_may_bind_every_interface() -> None:
 
 
 def test_ports_agree_with_the_configured_server_port() -> None:
-    port = _production_settings(DEPLOYMENTS["smsgw-api"]).server.port
-    for name, deployment in DEPLOYMENTS.items():
-        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    port = _production_settings(WORKLOADS["smsgw-api"]).server.port
+    for name, workload in WORKLOADS.items():
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
         assert int(annotations["prometheus.io/port"]) == port, name
-        for container in _containers(deployment):
+        for container in _containers(workload):
             assert "--port" not in container["args"], name  # the ConfigMap says it
             assert [p["containerPort"] for p in container["ports"]] == [port], name
             for probe in _probes(container):
                 assert _resolve_port(container, probe["port"]) == port, name
-    (service,) = _all("Service")
-    (api_container,) = _containers(DEPLOYMENTS["smsgw-api"])
-    for service_port in service["spec"]["ports"]:
-        assert _resolve_port(api_container, service_port["targetPort"]) == port
+    for service in _all("Service"):
+        for name, workload in WORKLOADS.items():
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            if _matches(service["spec"]["selector"], labels):
+                (container,) = _containers(workload)
+                for service_port in service["spec"]["ports"]:
+                    assert _resolve_port(container, service_port["targetPort"]) == port, name
     exposed = [rest for word, rest in _runtime_stage() if word == "EXPOSE"]
     assert exposed == [str(port)]
     assert _healthcheck()[0] == port
 
 
 def test_termination_grace_covers_prestop_drain_and_audit_flush() -> None:
-    for name, deployment in DEPLOYMENTS.items():
-        settings = _production_settings(deployment)
-        (container,) = _containers(deployment)
+    for name, workload in WORKLOADS.items():
+        settings = _production_settings(workload)
+        (container,) = _containers(workload)
         pre_stop = container.get("lifecycle", {}).get("preStop", {})
         command = pre_stop.get("exec", {}).get("command", [])
         sleep_s = int(command[1]) if command[:1] == ["sleep"] else 0
-        if _role(deployment) == "api":
+        if _role(workload) == "api":
             assert sleep_s > 0, "the api needs time to leave the Service before SIGTERM"
-        grace = _pod_spec(deployment)["terminationGracePeriodSeconds"]
+        grace = _pod_spec(workload)["terminationGracePeriodSeconds"]
         drain = settings.server.drain_timeout_s
         assert drain < grace, name
         # On SIGTERM a dispatcher (not in the api role) drains within the bound, then the
@@ -344,7 +384,7 @@ def test_pods_run_as_the_image_user_with_writable_paths_on_volumes() -> None:
     uid = int(user.split(":")[0])
     assert uid > 0
     service_accounts = {d["metadata"]["name"] for d in _all("ServiceAccount")}
-    for name, workload in [*DEPLOYMENTS.items(), ("job", _all("Job")[0])]:
+    for name, workload in [*WORKLOADS.items(), ("job", _all("Job")[0])]:
         pod = _pod_spec(workload)
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] == uid, name
@@ -353,6 +393,8 @@ def test_pods_run_as_the_image_user_with_writable_paths_on_volumes() -> None:
         assert pod["enableServiceLinks"] is False, name
         assert pod["serviceAccountName"] in service_accounts, name
         volumes = {v["name"]: v for v in pod["volumes"]}
+        for claim in workload["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"persistentVolumeClaim": claim}
         for container in pod["containers"]:
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, name
@@ -361,19 +403,19 @@ def test_pods_run_as_the_image_user_with_writable_paths_on_volumes() -> None:
             assert container["resources"]["limits"]["memory"], name
             mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
             assert "emptyDir" in mounts["/tmp"], name
-            if workload["kind"] == "Deployment":
+            if workload["kind"] == "StatefulSet":
                 spool = Path(_production_settings(workload).audit.spool_dir)
                 assert any(
-                    spool.is_relative_to(path) and "emptyDir" in volume
+                    spool.is_relative_to(path) and "persistentVolumeClaim" in volume
                     for path, volume in mounts.items()
-                ), f"{name}: audit.spool_dir {spool} is not on a writable volume"
+                ), f"{name}: audit.spool_dir {spool} is not on a volume of the pod's own"
                 config = Path(_container_env(workload, container)["SMSGW_CONFIG"])
                 assert mounts[str(config.parent)]["configMap"]["name"] == "smsgw-config"
 
 
 def _probe_paths() -> set[str]:
     paths = {_healthcheck()[1]}
-    for workload in DEPLOYMENTS.values():
+    for workload in WORKLOADS.values():
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
         paths.add(annotations["prometheus.io/path"])
         for container in _containers(workload):
@@ -392,11 +434,11 @@ async def test_probe_paths_answer_on_the_app(
         assert response.status == 200, f"GET {path}: {response.status}"
 
 
-@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
 async def test_each_role_routes_its_probe_paths(name: str) -> None:
     # The worker role serves only a few routes: its probes must be among them.
-    app = create_app(_production_settings(DEPLOYMENTS[name]))
-    for container in _containers(DEPLOYMENTS[name]):
+    app = create_app(_production_settings(WORKLOADS[name]))
+    for container in _containers(WORKLOADS[name]):
         for probe in _probes(container):
             match = await app.router.resolve(make_mocked_request("GET", probe["path"], app=app))
             assert match.http_exception is None, f"{name}: GET {probe['path']}"
