@@ -123,8 +123,8 @@ class AuditWriter:
         # Writes in flight, oldest first; close() sets _give_up when its time is over.
         self._writes: dict[asyncio.Task[None], _Write] = {}
         self._give_up = asyncio.Event()
-        # The batch being appended to the spool (one at a time, under _spool_lock).
-        self._spooling: list[AuditEvent] = []
+        # Batches on their way into the spool (waiting for _spool_lock, or being appended).
+        self._spooling: list[list[AuditEvent]] = []
         self.stats = AuditStats()
         self._lags: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
 
@@ -179,7 +179,7 @@ class AuditWriter:
         """A message's events the store has not confirmed yet, being written or buffered
         (a lookup right after the POST). Ask before reading the store: an event leaves this
         view only once the store has it."""
-        batches = [*(w.events for w in self._writes.values()), self._spooling, self._buffer]
+        batches = [*(w.events for w in self._writes.values()), *self._spooling, self._buffer]
         return [event for batch in batches for event in batch if event.message_id == message_id]
 
     def spool_bytes(self) -> int:
@@ -358,17 +358,17 @@ class AuditWriter:
 
     async def _to_spool(self, batch: list[AuditEvent]) -> bool:
         """Append `batch` to the spool; False (logged) if the disk refused it."""
-        async with self._spool_lock:
-            # Visible to lookups while the append runs: in no other view for that time.
-            self._spooling = batch
-            try:
+        # Visible to lookups until it is in the spool: in no other view meanwhile.
+        self._spooling.append(batch)
+        try:
+            async with self._spool_lock:
                 await asyncio.to_thread(self._spool.append, batch)
-            except OSError as exc:
-                self.stats.spool_failures += 1
-                _log.error("audit_spool_failed", events=len(batch), detail=str(exc))
-                return False
-            finally:
-                self._spooling = []
+        except OSError as exc:
+            self.stats.spool_failures += 1
+            _log.error("audit_spool_failed", events=len(batch), detail=str(exc))
+            return False
+        finally:
+            self._spooling = [b for b in self._spooling if b is not batch]
         self.stats.spooled += len(batch)
         self._spooled.set()
         return True

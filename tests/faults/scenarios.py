@@ -213,8 +213,8 @@ async def replica_sigkill(
 
     Recovery: from the kill until the last copy of a message accepted before it reached the
     provider (what the dead replica held is claimed after the visibility timeout). Audit: each
-    replica keeps its own SQLite file; a crash loses the events it had not flushed yet
-    (documented), counted as lifecycle events missing.
+    replica keeps its own SQLite file; a crash loses the events only in its memory (at most
+    the last two flush intervals, documented), counted as lifecycle events missing.
     """
     async with _scenario() as (processes, session):
         redis = RedisProcess(_mkdir(directory / "redis"), persistent=False)
