@@ -11,13 +11,14 @@
   batch may then start its own write, up to MAX_WRITES at once.
 - A crash (SIGKILL, OOM) therefore loses only events that are in memory alone: the buffer
   (at most one flush interval of events) and a write younger than one flush interval, so
-  at most the events of the last 2 x `flush_interval_s`. Copies left by a crash are
-  replayed at the next start; what the store already had is stored once.
+  at most the events of the last 2 x `flush_interval_s` (plus the time a copy takes to
+  write). Copies left by a crash are replayed at the next start; what the store already
+  had is stored once.
 - When the store cannot take a batch, the batch goes to the spool, and so does every later
   batch until the spool is replayed: events reach the store in the order they were
   spooled. A replay task retries with backoff and returns to direct writes once the spool
-  is empty. So does a batch that finds MAX_WRITES slow writes in flight, and a buffer grown
-  past `max_buffer` (a store slower than the traffic) is spooled at once instead of growing.
+  is empty. A batch that finds MAX_WRITES slow writes in flight is spooled too, and so is
+  a buffer grown past `max_buffer` (a store slower than the traffic), at once.
 - If even the spool cannot be written (disk full), the events stay in memory and the error
   is logged: never dropped silently.
 - `close()` stores what is buffered and replays the spool within its bound; what the store
