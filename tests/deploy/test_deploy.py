@@ -305,7 +305,7 @@ def test_production_receipts_are_signed_and_tagged_under_a_shared_key() -> None:
     """Webhooks are public: every Vonage provider must check Vonage's signature, and the
     receipt tag key must be a dedicated secret shared by all pods (not derived per pod, not
     tied to otp.secret's rotation)."""
-    settings = _production_settings(DEPLOYMENTS["smsgw-api"])
+    settings = _production_settings(WORKLOADS["smsgw-api"])
     assert settings.server.public_url is not None
     assert settings.server.receipt_secret is not None
     assert settings.server.receipt_secret != settings.otp.secret
