@@ -10,11 +10,14 @@ SmsgwError
  │    ├── MaxAttemptsReached     the code is dead after too many wrong checks (HTTP 429)
  │    ├── TooManySends           send caps, resend cooldown, suspected SMS pumping (HTTP 429)
  │    └── TooManyFailedChecks    too many wrong codes for one number lately (HTTP 429)
- └── ProviderError               a provider did not accept a message
-      ├── RetryableProviderError timeout, 5xx, connection trouble, provider-side auth trouble
-      │    └── ThrottledError    the provider asked us to slow down (429 / 20429);
-      │                          not a failure of the message, never counts as an attempt
-      └── PermanentProviderError invalid or unreachable number, rejected, unsubscribed
+ ├── ProviderError               a provider did not accept a message
+ │    ├── RetryableProviderError timeout, 5xx, connection trouble, provider-side auth trouble
+ │    │    └── ThrottledError    the provider asked us to slow down (429 / 20429);
+ │    │                          not a failure of the message, never counts as an attempt
+ │    └── PermanentProviderError invalid or unreachable number, rejected, unsubscribed
+ └── TransportError              HTTP below the status code (smsgw.transport.errors):
+      ├── NotSent                nothing written (connect failed or timed out, pool full)
+      └── ResponseFailed         written, no whole answer: ambiguous
 
 Retryable and permanent are split on purpose: an OTP outlives only minutes, so a message the
 provider will never accept must fail at once instead of being retried until it expires.
