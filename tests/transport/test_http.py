@@ -64,6 +64,28 @@ async def test_chunked_answer_split_across_writes(serve: Serve) -> None:
     assert server.connections == 1  # a chunked answer keeps the connection
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_answers_larger_than_one_read_arrive_whole(serve: Serve, framing: str) -> None:
+    body = bytes(range(256)) * 400  # 100 KiB: several reads of the connection's buffer
+
+    async def handler(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            if framing == "length":
+                await peer.answer(200, body)
+                continue
+            await peer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(body), 30_000):
+                part = body[start : start + 30_000]
+                await peer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await peer.write(b"0\r\n\r\n")
+
+    server = await serve(handler)
+    async with Pool(server.origin) as pool:
+        for _ in range(2):
+            assert (await pool.request(post(pool))).body == body
+    assert server.connections == 1
+
+
 async def test_answer_without_length_ends_at_close_and_is_not_reused(serve: Serve) -> None:
     async def handler(peer: Peer) -> None:
         await peer.read_request()
