@@ -24,8 +24,6 @@ Candidates (`--only` names):
   aiohttp-afn    aiohttp-tuned on uvloop with aiofastnet's transports (loop_factory)
   httptools-afn  httptools over aiofastnet transports (aiofastnet.create_connection)
   smsgw          smsgw.transport, the module built from these numbers
-  smsgw-afn      the same with fast_tls=True: TLS on aiofastnet's transport (plain TCP
-                 stays on the loop's: the row for tcp is the same code as `smsgw`)
 
 Ratios are within one scheme of one run: req/s and CPU per request against `raw` and
 against `aiohttp-naive`. The machine is shared: read ratios, not absolutes.
@@ -65,7 +63,6 @@ CANDIDATES: Final = (
     "aiohttp-afn",
     "httptools-afn",
     "smsgw",
-    "smsgw-afn",
 )
 PATH: Final = f"/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Messages.json"
 AUTHORIZATION: Final = (
@@ -431,9 +428,7 @@ async def _run_pyreqwest(target: Target, requests: int, concurrency: int, measur
         return await measure(send)
 
 
-async def _run_smsgw(
-    target: Target, requests: int, concurrency: int, measure: Measure, *, fast: bool = False
-) -> int:
+async def _run_smsgw(target: Target, requests: int, concurrency: int, measure: Measure) -> int:
     from smsgw import transport
 
     pool = transport.Pool(
@@ -442,7 +437,6 @@ async def _run_smsgw(
         connect_timeout_s=5,
         timeout_s=30,
         ca_file=target.ca_file,
-        fast_tls=fast,
     )
     template = transport.RequestTemplate(
         "POST",
@@ -511,7 +505,6 @@ async def _child_main(args: argparse.Namespace) -> dict[str, Any]:
         "h11": lambda: _run_pool(target, n, c, measure, parser="h11"),
         "pyreqwest": lambda: _run_pyreqwest(target, n, c, measure),
         "smsgw": lambda: _run_smsgw(target, n, c, measure),
-        "smsgw-afn": lambda: _run_smsgw(target, n, c, measure, fast=True),
     }
     report["ok"] = await runners[name]()
     return report

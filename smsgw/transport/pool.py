@@ -57,11 +57,8 @@ class Pool:
 
     TLS (https origins): certificates are verified against the system's CAs or `ca_file`,
     the host name checked, SNI sent (`server_hostname` overrides the name for both); or pass
-    a ready `ssl_context`. `fast_tls` runs TLS connections on aiofastnet's transport (the
-    `fast-tls` extra): same OpenSSL and checks, about a quarter less CPU per request than
-    uvloop's TLS in bench/transports.py. Answers are bounded: `max_head_bytes` for the status
-    line and headers, `max_body_bytes` for the body. Redirects are never followed: a 3xx is an
-    answer.
+    a ready `ssl_context`. Answers are bounded: `max_head_bytes` for the status line and
+    headers, `max_body_bytes` for the body. Redirects are never followed: a 3xx is an answer.
     """
 
     def __init__(
@@ -79,7 +76,6 @@ class Pool:
         max_head_bytes: int = 64 * 1024,
         max_body_bytes: int = 1024 * 1024,
         close_timeout_s: float = 2.0,
-        fast_tls: bool = False,
     ) -> None:
         parts = urlsplit(origin)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
@@ -117,8 +113,6 @@ class Pool:
         self._pool_timeout = timeout_s if pool_timeout_s is None else pool_timeout_s
         self._idle_timeout = idle_timeout_s
         self._close_timeout = close_timeout_s
-        # Plain TCP is cheaper on the loop's own transport (bench/transports.py): TLS only.
-        self._fast_tls = fast_tls and self.tls
         self._timeout = timeout_s
         self._max_head = max_head_bytes
         self._max_body = max_body_bytes
@@ -230,27 +224,14 @@ class Pool:
         )
         try:
             async with asyncio.timeout(self._connect_timeout):
-                if self._fast_tls:
-                    import aiofastnet  # the `fast-tls` extra
-
-                    _, connection = await aiofastnet.create_connection(
-                        loop,
-                        factory,
-                        self.host,
-                        self.port,
-                        ssl=self._ssl,
-                        server_hostname=self._server_hostname,
-                        ssl_handshake_timeout=self._connect_timeout if self._ssl else None,
-                    )
-                else:
-                    _, connection = await loop.create_connection(
-                        factory,
-                        self.host,
-                        self.port,
-                        ssl=self._ssl,
-                        server_hostname=self._server_hostname,
-                        ssl_handshake_timeout=self._connect_timeout if self._ssl else None,
-                    )
+                _, connection = await loop.create_connection(
+                    factory,
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname,
+                    ssl_handshake_timeout=self._connect_timeout if self._ssl else None,
+                )
         except TimeoutError as exc:
             self._slot_freed()
             self.not_sent_errors += 1

@@ -91,14 +91,13 @@ async def test_connect_timeout_is_not_sent(full_backlog_port: int) -> None:
         assert pool.stats().open == 0
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["loop-tls", "aiofastnet"])
-async def test_tls_handshake_that_never_ends_is_a_connect_timeout(serve: Serve, fast: bool) -> None:
+async def test_tls_handshake_that_never_ends_is_a_connect_timeout(serve: Serve) -> None:
     async def silent(peer: Peer) -> None:
         await asyncio.sleep(10)  # accepts TCP, never answers the ClientHello
 
     server = await serve(silent)
     origin = f"https://localhost:{server.port}"
-    async with Pool(origin, connect_timeout_s=0.3, fast_tls=fast) as pool:
+    async with Pool(origin, connect_timeout_s=0.3) as pool:
         with pytest.raises(ConnectTimeout):
             await pool.connection()
         assert pool.stats().open == 0
@@ -250,12 +249,11 @@ async def test_close_fails_waiters_and_answers_in_flight(serve: Serve) -> None:
     assert pool.stats().open == 0
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["loop-tls", "aiofastnet"])
 async def test_close_with_tls_connections_leaves_nothing_open(
-    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path], fast: bool
+    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path]
 ) -> None:
     server = await serve(keep_answering(), server_tls)
-    pool = Pool(server.origin, ca_file=str(certificates["ca"]), fast_tls=fast)
+    pool = Pool(server.origin, ca_file=str(certificates["ca"]))
     await asyncio.gather(*(pool.request(post(pool)) for _ in range(4)))
     await pool.close()
     assert pool.stats().open == 0

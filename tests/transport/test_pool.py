@@ -97,22 +97,19 @@ def stamping() -> Iterator[Callable[..., _StampingServer]]:
         server.close()
 
 
-@pytest.mark.parametrize(
-    ("tls", "fast"), [(False, False), (True, False), (True, True)], ids=["tcp", "tls", "fast-tls"]
-)
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 async def test_send_writes_the_request_before_returning(
     stamping: Callable[..., _StampingServer],
     server_tls: ssl.SSLContext,
     certificates: dict[str, Path],
     tls: bool,
-    fast: bool,
 ) -> None:
     """The issue-14 property: after `connection()`, `send()` puts the bytes on the wire
     itself, with no await: a loop that stays blocked right after it does not delay them."""
     server = stamping(server_tls if tls else None)
     origin = f"{'https://localhost' if tls else 'http://127.0.0.1'}:{server.port}"
     ca = certificates["ca"] if tls else None
-    async with Pool(origin, ca_file=ca, fast_tls=fast) as pool:
+    async with Pool(origin, ca_file=ca) as pool:
         template = pool.template("POST", "/send")
         assert (await pool.request(template.build(b"warm"))).status == 200  # handshake done
         connection = await pool.connection()

@@ -20,14 +20,8 @@ def get(pool: Pool) -> bytes:
     return pool.template("GET", "/").build()
 
 
-@pytest.fixture(params=[False, True], ids=["loop-tls", "aiofastnet"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    """TLS by the event loop's own transport, or by aiofastnet's (Pool(fast_tls=True))."""
-    return bool(request.param)
-
-
 async def test_ca_file_verifies_and_sni_names_the_host(
-    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path], fast: bool
+    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path]
 ) -> None:
     names: list[str | None] = []
 
@@ -36,23 +30,19 @@ async def test_ca_file_verifies_and_sni_names_the_host(
 
     server_tls.sni_callback = record  # type: ignore[assignment]
     server = await serve(keep_answering(200, b"secure"), server_tls)
-    async with Pool(server.origin, ca_file=certificates["ca"], fast_tls=fast) as pool:
+    async with Pool(server.origin, ca_file=certificates["ca"]) as pool:
         assert (await pool.request(get(pool))).body == b"secure"
-        connection = await pool.connection()
-        # The transport asked for: aiofastnet's, or the loop's own.
-        engine = type(connection._transport).__module__
-        assert engine.startswith("aiofastnet") is fast
-        assert (await connection.send(get(pool))).body == b"secure"
+        assert (await pool.request(get(pool))).body == b"secure"
     assert names == ["localhost"]  # one handshake, kept alive, with SNI
     assert server.connections == 1
 
 
 async def test_wrong_ca_is_refused_before_anything_is_sent(
-    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path], fast: bool
+    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path]
 ) -> None:
     seen: list[bytes] = []
     server = await serve(keep_answering(record=seen), server_tls)
-    async with Pool(server.origin, ca_file=certificates["wrong_ca"], fast_tls=fast) as pool:
+    async with Pool(server.origin, ca_file=certificates["wrong_ca"]) as pool:
         with pytest.raises(ConnectFailed, match="certificate verification failed") as caught:
             await pool.request(get(pool))
         assert not caught.value.ambiguous
@@ -61,16 +51,16 @@ async def test_wrong_ca_is_refused_before_anything_is_sent(
 
 
 async def test_system_cas_do_not_trust_a_private_ca(
-    serve: Serve, server_tls: ssl.SSLContext, fast: bool
+    serve: Serve, server_tls: ssl.SSLContext
 ) -> None:
     server = await serve(keep_answering(), server_tls)
-    async with Pool(server.origin, fast_tls=fast) as pool:
+    async with Pool(server.origin) as pool:
         with pytest.raises(ConnectFailed, match="certificate verification failed"):
             await pool.request(get(pool))
 
 
 async def test_host_name_is_checked(
-    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path], fast: bool
+    serve: Serve, server_tls: ssl.SSLContext, certificates: dict[str, Path]
 ) -> None:
     server = await serve(keep_answering(), server_tls)
     # A certificate for localhost is not one for api.twilio.com, whatever CA signed it.
@@ -78,7 +68,6 @@ async def test_host_name_is_checked(
         server.origin,
         ca_file=certificates["ca"],
         server_hostname="api.twilio.com",
-        fast_tls=fast,
     )
     async with pool:
         with pytest.raises(ConnectFailed, match="certificate verification failed"):
