@@ -1,0 +1,66 @@
+"""Settings: frozen, typed, validated once at start-up and passed explicitly.
+
+The shape mirrors the TOML file of ARCHITECTURE.md. msgspec does the type checking, so a wrong
+type or an unknown key fails with the key's path instead of surfacing later as a mysterious
+error deep in the code. `env:NAME` strings are resolved from the environment before checking,
+and `SMSGW_<SECTION>_<KEY>` variables override scalar keys of the single-table sections.
+"""
+
+from smsgw.settings.document import Settings
+from smsgw.settings.loader import load_settings, parse_settings
+from smsgw.settings.providers import (
+    AirtelMessageType,
+    AirtelProviderSettings,
+    ConsoleProviderSettings,
+    ProviderSettings,
+    TwilioProviderSettings,
+    VonageProviderSettings,
+    VonageSignatureMethod,
+)
+from smsgw.settings.sections import (
+    APP_NAME_PATTERN,
+    DEFAULT_TEMPLATE,
+    AbuseSettings,
+    AuditSettings,
+    Backend,
+    BreakerSettings,
+    ClientSettings,
+    DispatchSettings,
+    IdempotencySettings,
+    LimiterSettings,
+    OtpSettings,
+    QueueSettings,
+    RedisSettings,
+    Role,
+    ScalingSettings,
+    ServerSettings,
+)
+
+__all__ = [
+    "APP_NAME_PATTERN",
+    "DEFAULT_TEMPLATE",
+    "AbuseSettings",
+    "AirtelMessageType",
+    "AirtelProviderSettings",
+    "AuditSettings",
+    "Backend",
+    "BreakerSettings",
+    "ClientSettings",
+    "ConsoleProviderSettings",
+    "DispatchSettings",
+    "IdempotencySettings",
+    "LimiterSettings",
+    "OtpSettings",
+    "ProviderSettings",
+    "QueueSettings",
+    "RedisSettings",
+    "Role",
+    "ScalingSettings",
+    "ServerSettings",
+    "Settings",
+    "TwilioProviderSettings",
+    "VonageProviderSettings",
+    "VonageSignatureMethod",
+    "load_settings",
+    "parse_settings",
+]

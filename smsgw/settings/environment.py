@@ -1,0 +1,82 @@
+"""The environment's part in the settings: `SMSGW_<SECTION>_<KEY>` overrides and `env:NAME`
+references (how secrets are given)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from smsgw.errors import ConfigError
+from smsgw.settings._base import Section
+from smsgw.settings.sections import (
+    AuditSettings,
+    DispatchSettings,
+    IdempotencySettings,
+    LimiterSettings,
+    OtpSettings,
+    QueueSettings,
+    RedisSettings,
+    ServerSettings,
+)
+
+__all__ = ["ENV_PREFIX", "SECRET_PREFIX", "apply_env_overrides", "resolve_secrets"]
+
+ENV_PREFIX = "SMSGW_"
+SECRET_PREFIX = "env:"  # noqa: S105 - a marker, not a secret
+
+
+_SCALAR_SECTIONS: Mapping[str, type[Section]] = {
+    "server": ServerSettings,
+    "otp": OtpSettings,
+    "redis": RedisSettings,
+    "queue": QueueSettings,
+    "limiter": LimiterSettings,
+    "audit": AuditSettings,
+    "dispatch": DispatchSettings,
+    "idempotency": IdempotencySettings,
+}
+
+
+# Kubernetes service links: a Service named e.g. "smsgw-redis" puts SMSGW_REDIS_SERVICE_HOST,
+# SMSGW_REDIS_SERVICE_PORT_* and SMSGW_REDIS_PORT_6379_TCP_* into every pod's environment.
+# They are not settings; an unknown key would otherwise stop the start.
+_SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)$")
+
+
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "SMSGW_CONFIG":
+            continue
+        if _SERVICE_LINK.search(name):
+            continue
+        section_name, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        section = _SCALAR_SECTIONS.get(section_name)
+        if section is None:
+            continue  # SMSGW_-prefixed variables of other purposes (e.g. secrets) pass through
+        field = next((f for f in msgspec.structs.fields(section) if f.encode_name == key), None)
+        if field is None or field.name == "templates":
+            raise ConfigError(name, f"no setting {section_name}.{key} to override")
+        try:
+            converted = msgspec.convert(value, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(name, str(exc).split(" - at ")[0]) from exc
+        table = raw.setdefault(section_name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section_name, "must be a table")
+        table[key] = converted
+
+
+def resolve_secrets(value: Any, env: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+        variable = value[len(SECRET_PREFIX) :]
+        if variable not in env or env[variable] == "":
+            raise ConfigError(key, f"environment variable {variable} is not set")
+        return env[variable]
+    if isinstance(value, dict):
+        return {k: resolve_secrets(v, env, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_secrets(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
