@@ -605,3 +605,40 @@ def test_kubernetes_service_links_are_not_taken_for_settings() -> None:
     assert parse_settings({}, env=env).server.port == 9090
     with pytest.raises(ConfigError):
         parse_settings({}, env={"SMSGW_REDIS_HOSTNAME": "x"})  # a typo still fails
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"server": {"drain_timeout_s": float("nan")}}, "server.drain_timeout_s"),
+        ({"dispatch": {"max_age_s": float("nan")}}, "dispatch.max_age_s"),
+        ({"audit": {"flush_interval_s": float("nan")}}, "audit.flush_interval_s"),
+        ({"abuse": {"spike_factor": float("nan")}}, "abuse.spike_factor"),
+        ({"providers": [{**TWILIO, "rate": float("nan")}]}, "providers[0].rate"),
+        ({"providers": [{**TWILIO, "timeout_s": float("nan")}]}, "providers[0].timeout_s"),
+    ],
+)
+def test_nan_is_refused_where_a_bound_applies(raw: dict[str, Any], key: str) -> None:
+    # TOML has `nan`; no comparison with it is true, so a hand-written `x <= 0` let it pass
+    # (a NaN rate or timeout then broke the limiter or the sender at run time).
+    assert config_error(raw).key == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "problem"),
+    [
+        ({"server": {"port": -1}}, "server.port", ">= 0"),
+        ({"otp": {"length": 11}}, "otp.length", "<= 10"),
+        ({"limiter": {"pace": 0.4}}, "limiter.pace", ">= 0.5"),
+        ({"queue": {"secret": "q" * 31}}, "queue.secret", "length >= 32"),
+        ({"clients": [{"name": "a", "key": "k" * 15}]}, "clients[0].key", "length >= 16"),
+        (
+            {"providers": [{**TWILIO, "connect_timeout_s": 0}]},
+            "providers[0].connect_timeout_s",
+            "> 0",
+        ),
+    ],
+)
+def test_bounds_name_the_key_and_the_bound(raw: dict[str, Any], key: str, problem: str) -> None:
+    error = config_error(raw)
+    assert (error.key, problem in error.problem) == (key, True), error

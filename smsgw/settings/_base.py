@@ -6,13 +6,21 @@ from __future__ import annotations
 import itertools
 import re
 import string
-from typing import ClassVar
+from typing import Annotated, ClassVar
 from urllib.parse import urlsplit
 
 import msgspec
 import phonenumbers
+from msgspec import Meta
 
 __all__ = [
+    "AtLeastOne",
+    "Fraction",
+    "NonNegative",
+    "NonNegativeInt",
+    "Positive",
+    "PositiveInt",
+    "Secret",
     "Section",
     "check_countries",
     "check_present",
@@ -22,6 +30,18 @@ __all__ = [
 ]
 
 TEMPLATE_FIELDS = frozenset({"app", "code", "minutes"})
+
+# Bounds msgspec checks while it decodes (naming the key, as every error here does) and
+# publishes in the JSON Schema (`smsgw config-schema`). NaN is refused by each of them.
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+PositiveInt = Annotated[int, Meta(gt=0)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+AtLeastOne = Annotated[int, Meta(ge=1)]
+Fraction = Annotated[float, Meta(gt=0, le=1)]  # a share: (0, 1]
+# A secret (an HMAC key, an API key): guessable when short. Checked on the value, after an
+# `env:NAME` reference is resolved.
+Secret = Annotated[str, Meta(min_length=16)]
 
 
 def invalid(key: str, problem: str) -> ValueError:

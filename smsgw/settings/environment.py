@@ -4,8 +4,9 @@ references (how secrets are given)."""
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import msgspec
 
@@ -60,13 +61,23 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if field is None or field.name == "templates":
             raise ConfigError(name, f"no setting {section_name}.{key} to override")
         try:
-            converted = msgspec.convert(value, field.type, strict=False)
+            converted = msgspec.convert(value, _unconstrained(field.type), strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(name, str(exc).split(" - at ")[0]) from exc
         table = raw.setdefault(section_name, {})
         if not isinstance(table, dict):
             raise ConfigError(section_name, "must be a table")
         table[key] = converted
+
+
+def _unconstrained(annotation: Any) -> Any:
+    """The type without its Meta bounds: an override is only converted here (text to the
+    key's type); its bounds are checked with the rest of the file, naming the key."""
+    if get_origin(annotation) is Annotated:
+        return _unconstrained(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return Union[tuple(_unconstrained(arg) for arg in get_args(annotation))]  # noqa: UP007
+    return annotation
 
 
 def resolve_secrets(value: Any, env: Mapping[str, str], key: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 import phonenumbers
 
-from smsgw.settings._base import Section, check_present, check_url, invalid
+from smsgw.settings._base import Positive, Section, check_present, check_url, invalid
 
 __all__ = [
     "AirtelMessageType",
@@ -39,21 +39,15 @@ class ProviderSettings(Section, frozen=True, kw_only=True, tag_field="kind"):
 
     name: str
     # SMS per second across all replicas; None = not limited (console, tests).
-    rate: float | None = None
-    weight: float = 1.0
+    rate: Positive | None = None
+    weight: Positive = 1.0
     countries: tuple[str, ...] = ("*",)
-    connect_timeout_s: float = 2.0
-    timeout_s: float = 10.0
+    connect_timeout_s: Positive = 2.0
+    timeout_s: Positive = 10.0
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", self.name):
             raise invalid("name", "use 1-32 lowercase letters, digits, '-' or '_'")
-        if self.rate is not None and self.rate <= 0:
-            raise invalid("rate", "must be > 0 (omit it for no limit)")
-        if self.weight <= 0:
-            raise invalid("weight", "must be > 0")
-        if self.connect_timeout_s <= 0 or self.timeout_s <= 0:
-            raise invalid("timeout_s", "timeouts must be > 0")
         for country in self.countries:
             if country != "*" and country not in phonenumbers.SUPPORTED_REGIONS:
                 raise invalid("countries", f"unknown ISO country code {country!r}")
