@@ -24,6 +24,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from smsgw.api.problems import Problem
+from smsgw.validation import field_error
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -54,17 +55,14 @@ def decode_json(body: bytes, body_type: type[T]) -> T:
         # msgspec validates while it parses, so a field error can come before a syntax error
         # later in the body: broken JSON must be reported as such.
         _raise_if_malformed(body)
-        message, _, path = str(exc).partition(" - at `")
-        pointer = _json_pointer(path.rstrip("`"))
-        field = re.search(r"field `([^`]+)`", message)
-        if field:  # missing or unknown field: point at the field, not at its parent object
-            pointer = f"{pointer}/{field.group(1)}"
+        # A missing or unknown field is pointed at, not its parent object.
+        error = field_error(exc)
         raise Problem(
             400,
             "invalid-request",
             "Invalid request",
-            message,
-            errors=[{"pointer": pointer, "detail": message}],
+            error.message,
+            errors=[{"pointer": error.json_pointer, "detail": error.message}],
         ) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _malformed() from exc
@@ -93,12 +91,6 @@ def _raise_if_malformed(body: bytes) -> None:
 
 def _malformed() -> Problem:
     return Problem(400, "malformed-json", "Malformed JSON", "the body is not valid UTF-8 JSON")
-
-
-def _json_pointer(path: str) -> str:
-    # msgspec's "$.messages[3].to" -> RFC 6901 fragment "#/messages/3/to"; "$" -> "#"
-    parts = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path.removeprefix("$"))
-    return "#" + "".join("/" + (name or index) for name, index in parts)
 
 
 async def read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY) -> bytes:

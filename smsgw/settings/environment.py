@@ -22,6 +22,7 @@ from smsgw.settings.sections import (
     RedisSettings,
     ServerSettings,
 )
+from smsgw.validation import field_error
 
 __all__ = ["ENV_PREFIX", "SECRET_PREFIX", "apply_env_overrides", "resolve_secrets"]
 
@@ -63,7 +64,7 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         try:
             converted = msgspec.convert(value, _unconstrained(field.type), strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(name, str(exc).split(" - at ")[0]) from exc
+            raise ConfigError(name, field_error(exc).message) from exc
         table = raw.setdefault(section_name, {})
         if not isinstance(table, dict):
             raise ConfigError(section_name, "must be a table")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from smsgw.errors import ConfigError
 from smsgw.settings.document import Settings
 from smsgw.settings.environment import apply_env_overrides, resolve_secrets
 from smsgw.settings.providers import ProviderSettings, provider_kinds
+from smsgw.validation import field_error
 
 __all__ = ["document_type", "load_settings", "parse_settings"]
 
@@ -47,7 +47,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str] | None = None)
     try:
         decoded = msgspec.convert(resolved, document_type())
     except msgspec.ValidationError as exc:
-        raise _config_error(str(exc)) from exc
+        error = field_error(exc)
+        raise ConfigError(error.dotted, error.message) from exc
     return Settings(**{name: getattr(decoded, name) for name in Settings.__struct_fields__})
 
 
@@ -72,20 +73,3 @@ def _document_type(kinds: tuple[type[ProviderSettings], ...]) -> type[Settings]:
         forbid_unknown_fields=True,
     )
     return cast(type[Settings], document)
-
-
-_LOCATION = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
-_FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
-_FIELD_PREFIX = re.compile(r"^`(?P<field>[^`]+)`: (?P<message>.*)$", re.DOTALL)
-
-
-def _config_error(text: str) -> ConfigError:
-    """Turn msgspec's "problem - at `$.a[0].b`" into ConfigError("a[0].b.field", problem)."""
-    match = _LOCATION.match(text)
-    message, path = (match["message"], match["path"]) if match else (text, "")
-    prefixed = _FIELD_PREFIX.match(message)
-    if prefixed:
-        path, message = f"{path}.{prefixed['field']}", prefixed["message"]
-    elif named := _FIELD_IN_MESSAGE.search(message):
-        path = f"{path}.{named['field']}"
-    return ConfigError(path.lstrip(".") or "(root)", message)
