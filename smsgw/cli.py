@@ -1,10 +1,11 @@
-"""The `smsgw` command: serve, check-config, migrate, supervise."""
+"""The `smsgw` command: serve, check-config, config-schema, migrate, supervise."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from smsgw.app import create_app, drain
 from smsgw.audit import open_store
 from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.log import configure_logging
-from smsgw.settings import AuditSettings, Settings, load_settings
+from smsgw.settings import AuditSettings, Settings, config_schema, load_settings
 from smsgw.supervise import add_supervise_arguments, run_supervise
 from smsgw.workers import run_workers
 
@@ -60,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config", nargs="?", help="TOML file (default: $SMSGW_CONFIG)")
 
+    commands.add_parser(
+        "config-schema",
+        help="print the JSON Schema of the configuration file (for editors and CI)",
+    )
+
     migrate = commands.add_parser(
         "migrate", help="create the audit table and its index (idempotent), then exit"
     )
@@ -71,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_supervise_arguments(supervise)
 
     args = parser.parse_args(argv)
+    if args.command == "config-schema":
+        # Needs no configuration: it describes every file, not this one.
+        print(json.dumps(config_schema(), indent=2))
+        return 0
     config_path = args.config or os.environ.get("SMSGW_CONFIG")
     env = dict(os.environ)
     if getattr(args, "role", None):

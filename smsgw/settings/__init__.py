@@ -7,7 +7,7 @@ and `SMSGW_<SECTION>_<KEY>` variables override scalar keys of the single-table s
 """
 
 from smsgw.settings.document import Settings
-from smsgw.settings.loader import load_settings, parse_settings
+from smsgw.settings.loader import document_type, load_settings, parse_settings
 from smsgw.settings.providers import (
     AirtelMessageType,
     AirtelProviderSettings,
@@ -16,7 +16,9 @@ from smsgw.settings.providers import (
     TwilioProviderSettings,
     VonageProviderSettings,
     VonageSignatureMethod,
+    provider_kinds,
 )
+from smsgw.settings.schema import config_schema
 from smsgw.settings.sections import (
     APP_NAME_PATTERN,
     DEFAULT_TEMPLATE,
@@ -61,6 +63,9 @@ __all__ = [
     "TwilioProviderSettings",
     "VonageProviderSettings",
     "VonageSignatureMethod",
+    "config_schema",
+    "document_type",
     "load_settings",
     "parse_settings",
+    "provider_kinds",
 ]
