@@ -59,14 +59,14 @@ from smsgw.otp.guard import (
     RedisFailedChecks,
 )
 from smsgw.otp.redis_store import RedisOtpStore
-from smsgw.providers import ReceiptTagger, build_provider
+from smsgw.providers import ReceiptTagger, build_provider, provider_class
 from smsgw.providers.receipt_tags import receipt_keys
 from smsgw.queue import MemoryQueue
 from smsgw.queue.redis import RedisQueue, default_consumer_name
 from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import Heartbeat
-from smsgw.settings import Settings, TwilioProviderSettings, VonageProviderSettings
+from smsgw.settings import Settings
 
 __all__ = ["create_app", "drain"]
 
@@ -133,9 +133,7 @@ def _receipt_tagger(settings: Settings) -> ReceiptTagger:
     """The receipt tag key, with loud warnings where receipts are less protected than they
     should be (only when receipts are taken: public_url set and a provider sending them)."""
     receipt_providers = [
-        p
-        for p in settings.active_providers
-        if isinstance(p, TwilioProviderSettings | VonageProviderSettings)
+        p for p in settings.active_providers if provider_class(p).receives_receipts
     ]
     takes_receipts = settings.server.public_url is not None and bool(receipt_providers)
     keys = receipt_keys(settings.server, settings.otp)
@@ -149,15 +147,8 @@ def _receipt_tagger(settings: Settings) -> ReceiptTagger:
     # Workers send but serve no webhook: the warning belongs to the replicas that take them.
     if takes_receipts and settings.server.role != "worker":
         for entry in receipt_providers:
-            if isinstance(entry, VonageProviderSettings) and entry.signature_secret is None:
-                _log.warning(
-                    "unsigned_vonage_receipts",
-                    provider=entry.name,
-                    detail="no signature_secret: Vonage receipts are checked only by our tag "
-                    "in client-ref, so whoever learns one (it travels in the receipts) can "
-                    "report any status for that message. Enable signed webhooks on the "
-                    "Vonage account and set signature_secret.",
-                )
+            for event, detail in provider_class(entry).receipt_warnings(entry):
+                _log.warning(event, provider=entry.name, detail=detail)
     if keys is None:
         return ReceiptTagger(secrets.token_bytes(32))
     return ReceiptTagger(*keys)

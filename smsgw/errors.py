@@ -5,6 +5,7 @@ SmsgwError
  ├── QueueFull                   the bounded queue refused a message (HTTP 503)
  ├── Draining                    the process is stopping and takes no new work (HTTP 503)
  ├── AuditUnavailable            the audit store could not take a write (events are spooled)
+ ├── ReceiptRefused              a delivery receipt is malformed (400) or not proven ours (403)
  ├── OtpError                    a verification cannot proceed
  │    ├── VerificationNotFound   unknown, expired or already approved (HTTP 404)
  │    ├── MaxAttemptsReached     the code is dead after too many wrong checks (HTTP 429)
@@ -34,6 +35,7 @@ __all__ = [
     "PermanentProviderError",
     "ProviderError",
     "QueueFull",
+    "ReceiptRefused",
     "RetryableProviderError",
     "SmsgwError",
     "ThrottledError",
@@ -70,6 +72,18 @@ class Draining(SmsgwError):
 
 class AuditUnavailable(SmsgwError):
     """The audit store is unreachable or refused a write; the writer spools and retries."""
+
+
+class ReceiptRefused(SmsgwError):
+    """A provider's receipt parser refused a webhook request; nothing is recorded. The API
+    answers it as the RFC 9457 problem `problem` with `status`."""
+
+    def __init__(self, status: int, problem: str, title: str, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.status = status
+        self.problem = problem
+        self.title = title
+        self.detail = detail
 
 
 class OtpError(SmsgwError):

@@ -1,4 +1,5 @@
-"""Reading msgspec's validation errors, for the settings loader and the API's input reader.
+"""Checks of untrusted text shared by the settings loader, the API's input reader and the
+providers' receipt parsers: msgspec's validation errors, our message ids, ASCII numbers.
 
 msgspec says where a value failed as text: "Expected `int`, got `str` - at `$.server.port`".
 A missing or unknown field is named in the message ("Object missing required field `name`")
@@ -14,7 +15,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-__all__ = ["FieldError", "field_error"]
+__all__ = ["MESSAGE_ID", "FieldError", "ascii_int", "field_error"]
+
+# The shape of our message ids (smsgw.queue.message.new_message_id): 128 random bits in hex.
+MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
 
 _LOCATION = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _FIELD_IN_MESSAGE = re.compile(r"field `(?P<field>[^`]+)`")
@@ -51,3 +56,12 @@ def field_error(error: msgspec.ValidationError) -> FieldError:
         return FieldError(prefixed["message"], path, prefixed["field"])
     named = _FIELD_IN_MESSAGE.search(message)
     return FieldError(message, path, named["field"] if named else None)
+
+
+def ascii_int(value: object) -> int | None:
+    """`value` as an int when it is 1-18 ASCII digits (no sign, space or other script);
+    None otherwise. `str.isdigit()` takes "²" (which int() refuses) and "٣" (which int()
+    reads as 3), and int() refuses more than 4300 digits."""
+    if not isinstance(value, str) or not _ASCII_DIGITS.fullmatch(value):
+        return None
+    return int(value)

@@ -14,7 +14,6 @@ parser's own (a 500 with a traceback in the log, a way to flood it).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import parse_qsl
@@ -24,7 +23,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from smsgw.api.problems import Problem
-from smsgw.validation import field_error
+from smsgw.validation import MESSAGE_ID, ascii_int, field_error
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -41,8 +40,6 @@ __all__ = [
 T = TypeVar("T")
 
 DEFAULT_MAX_BODY = 64 * 1024
-# The shape of our message ids (smsgw.queue.message.new_message_id): 128 random bits in hex.
-MESSAGE_ID = re.compile(r"msg_[0-9a-f]{32}")
 # Twilio and Vonage receipts have a dozen fields; a form with far more is not one of theirs.
 _MAX_FORM_FIELDS = 200
 
@@ -107,14 +104,14 @@ async def read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY) -> byte
     return body
 
 
-async def form_body(request: web.Request, problem: Problem) -> MultiDict[str]:
-    """An application/x-www-form-urlencoded body, read within the body limit; `problem`
-    when it is another type or not a valid UTF-8 form."""
+async def form_body(request: web.Request) -> MultiDict[str] | None:
+    """An application/x-www-form-urlencoded body, read within the body limit (an empty body
+    is an empty form); None when it is another type or not a valid UTF-8 form."""
     body = await read_body(request)
     if not body:
         return MultiDict()
     if request.content_type != "application/x-www-form-urlencoded":
-        raise problem
+        return None
     try:
         # The charset parameter is not trusted: forms are UTF-8 (an unknown name would raise).
         pairs = parse_qsl(
@@ -123,8 +120,8 @@ async def form_body(request: web.Request, problem: Problem) -> MultiDict[str]:
             errors="strict",
             max_num_fields=_MAX_FORM_FIELDS,
         )
-    except ValueError as exc:  # UnicodeDecodeError too, in the bytes or a %-escape
-        raise problem from exc
+    except ValueError:  # UnicodeDecodeError too, in the bytes or a %-escape
+        return None
     return MultiDict(pairs)
 
 
@@ -132,17 +129,6 @@ def header_bytes(request: web.Request, name: str) -> bytes | None:
     """The header's value exactly as the client sent it, whatever its bytes."""
     value = request.headers.get(name)
     return None if value is None else value.encode("utf-8", "surrogateescape")
-
-
-_ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
-
-
-def ascii_int(value: object) -> int | None:
-    """`value` as an int when it is 1-18 ASCII digits (no sign, space or other script);
-    None otherwise."""
-    if not isinstance(value, str) or not _ASCII_DIGITS.fullmatch(value):
-        return None
-    return int(value)
 
 
 def int_query(params: Mapping[str, str], name: str, *, low: int, high: int, default: int) -> int:

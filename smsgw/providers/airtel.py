@@ -12,12 +12,11 @@ import base64
 import re
 from typing import Any, Final, Literal
 
-import aiohttp
 import orjson
 
-from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
-from smsgw.providers import _http
-from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.errors import PermanentProviderError, RetryableProviderError
+from smsgw.providers.base import OutgoingSms
+from smsgw.providers.http import Answer, HttpProvider, json_object
 from smsgw.settings import AirtelProviderSettings
 
 __all__ = ["HTTP_OUTCOMES", "AirtelProvider"]
@@ -37,18 +36,21 @@ _INDIA = "+91"
 _NATIONAL_DIGITS = 10
 
 
-class AirtelProvider(Provider):
+class AirtelProvider(HttpProvider):
+    settings_type = AirtelProviderSettings
+
     def __init__(self, settings: AirtelProviderSettings) -> None:
-        super().__init__(settings.name)
-        self._settings = settings
-        self._url = f"{settings.base_url.rstrip('/')}/api/v1/send-sms"
         credentials = f"{settings.username}:{settings.password}".encode()
-        # Built once, as for Twilio: per-request Basic auth shows up at thousands of sends/s.
-        self._headers = {
-            "Authorization": "Basic " + base64.b64encode(credentials).decode(),
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
+        super().__init__(
+            settings,
+            base_url=settings.base_url,
+            path="/api/v1/send-sms",
+            headers={
+                "Authorization": "Basic " + base64.b64encode(credentials).decode(),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
         self._fixed: dict[str, Any] = {
             "customerId": settings.customer_id,
             "sourceAddress": settings.source_address,
@@ -58,34 +60,17 @@ class AirtelProvider(Provider):
         }
         if settings.otp:
             self._fixed["otp"] = True
-        self._session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None:
-        self._session = _http.open_session(
-            connect_timeout_s=self._settings.connect_timeout_s, timeout_s=self._settings.timeout_s
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _try_send(self, sms: OutgoingSms) -> str:
-        if self._session is None:
-            raise RuntimeError("AirtelProvider.start() was not called")
+    def encode(self, sms: OutgoingSms) -> bytes:
         national = _national_number(sms.to)
         if national is None:
             # Routing should never send one here; if it does, no retry can make it work.
             raise PermanentProviderError(self.name, "Airtel IQ sends to Indian (+91) numbers only")
-        body = orjson.dumps({**self._fixed, "destinationAddress": [national], "message": sms.body})
-        answer = await _http.post(
-            self._session, self.name, self._url, data=body, headers=self._headers
-        )
-        return self._verdict(answer)
+        return orjson.dumps({**self._fixed, "destinationAddress": [national], "message": sms.body})
 
-    def _verdict(self, answer: _http.Answer) -> str:
+    def decode(self, answer: Answer) -> str:
         status = answer.status
-        payload = _http.json_object(answer.payload)
+        payload = json_object(answer.body)
         code = _error_code(payload)
         if 200 <= status < 300:
             request_id = payload.get("messageRequestId")
@@ -97,24 +82,15 @@ class AirtelProvider(Provider):
                 and request_id
             ):
                 return str(request_id)
-            raise RetryableProviderError(
-                self.name, "success without a messageRequestId", ambiguous=True
-            )
+            raise self.success_without_id("a messageRequestId")
         if status >= 500:
-            raise RetryableProviderError(
-                self.name, f"server error {status}", code=code, ambiguous=True
-            )
+            raise self.server_error(status, code)
         known = HTTP_OUTCOMES.get(status)
         if known is None:
             raise PermanentProviderError(self.name, f"rejected with HTTP {status}", code=code)
         outcome, reason = known
         if outcome == "throttled":
-            raise ThrottledError(
-                self.name,
-                reason,
-                code=code,
-                retry_after_s=_http.parse_retry_after(answer.retry_after),
-            )
+            raise self.throttled(answer, reason, code)
         raise RetryableProviderError(self.name, reason, code=code)
 
 

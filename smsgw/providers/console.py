@@ -20,6 +20,8 @@ __all__ = ["ConsoleProvider"]
 
 
 class ConsoleProvider(Provider):
+    settings_type = ConsoleProviderSettings
+
     def __init__(self, settings: ConsoleProviderSettings) -> None:
         super().__init__(settings.name)
         self._path = Path(settings.path) if settings.path else None

@@ -1,22 +1,13 @@
-"""Build a provider from its settings entry."""
+"""Build a provider from its settings entry, whatever its kind (smsgw.providers.registry)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from smsgw.providers.airtel import AirtelProvider
 from smsgw.providers.base import Provider
-from smsgw.providers.console import ConsoleProvider
 from smsgw.providers.receipt_tags import ReceiptTagger
-from smsgw.providers.twilio import TwilioProvider
-from smsgw.providers.vonage import VonageProvider
-from smsgw.settings import (
-    AirtelProviderSettings,
-    ConsoleProviderSettings,
-    ProviderSettings,
-    TwilioProviderSettings,
-    VonageProviderSettings,
-)
+from smsgw.providers.registry import provider_class
+from smsgw.settings import ProviderSettings
 
 __all__ = ["build_provider", "receipt_url"]
 
@@ -35,12 +26,4 @@ def build_provider(
     it no callback is requested (Vonage then uses the account's dashboard setting).
     `tagger`: tags each send so its receipts prove we sent it (needed with `public_url`)."""
     callback = None if public_url is None else receipt_url(public_url, settings.name)
-    if isinstance(settings, TwilioProviderSettings):
-        return TwilioProvider(settings, callback, tagger)
-    if isinstance(settings, VonageProviderSettings):
-        return VonageProvider(settings, callback, tagger)
-    if isinstance(settings, AirtelProviderSettings):
-        return AirtelProvider(settings)
-    if isinstance(settings, ConsoleProviderSettings):
-        return ConsoleProvider(settings)
-    raise TypeError(f"no provider for {type(settings).__name__}")
+    return provider_class(settings).from_settings(settings, receipt_url=callback, tagger=tagger)

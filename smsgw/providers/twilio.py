@@ -10,13 +10,21 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import quote, urlencode
 
-import aiohttp
-
-from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
-from smsgw.providers import _http
-from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.errors import PermanentProviderError, RetryableProviderError
+from smsgw.providers.base import OutgoingSms
+from smsgw.providers.http import Answer, HttpProvider, json_object
 from smsgw.providers.receipt_tags import ReceiptTagger
-from smsgw.settings import TwilioProviderSettings
+from smsgw.providers.receipts import (
+    Receipt,
+    ReceiptRequest,
+    ReceiptStatus,
+    bad_signature,
+    check_tag,
+    invalid_receipt,
+    our_message_id,
+    short_text,
+)
+from smsgw.settings import ProviderSettings, TwilioProviderSettings
 
 __all__ = ["RECEIPT_STATUSES", "TwilioProvider", "request_signature"]
 
@@ -40,7 +48,7 @@ _VALIDITY_MIN, _VALIDITY_MAX = 1, 36_000
 
 # Status callback `MessageStatus` -> our receipt status; absent ones are intermediate
 # (queued, sending, sent, accepted, scheduled, ...) and change nothing.
-RECEIPT_STATUSES: Final[dict[str, str]] = {
+RECEIPT_STATUSES: Final[dict[str, ReceiptStatus]] = {
     "delivered": "delivered",
     "read": "delivered",
     "undelivered": "undelivered",
@@ -57,7 +65,10 @@ def request_signature(auth_token: str, url: str, params: Iterable[tuple[str, str
     return base64.b64encode(digest).decode()
 
 
-class TwilioProvider(Provider):
+class TwilioProvider(HttpProvider):
+    settings_type = TwilioProviderSettings
+    receives_receipts = True
+
     def __init__(
         self,
         settings: TwilioProviderSettings,
@@ -67,41 +78,41 @@ class TwilioProvider(Provider):
         """`callback`: our receipt webhook; each send asks Twilio to report there, with the
         message's id in the query so a receipt finds its message whenever it arrives, and
         the `tagger`'s tag proving we sent it through this provider."""
-        super().__init__(settings.name)
         if callback is not None and tagger is None:
             raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
-        self._settings = settings
+        credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
+        super().__init__(
+            settings,
+            base_url=settings.base_url,
+            path=f"/2010-04-01/Accounts/{quote(settings.account_sid, safe='')}/Messages.json",
+            headers={
+                "Authorization": "Basic " + base64.b64encode(credentials).decode(),
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+        )
+        self._auth_token = settings.auth_token
         self._callback = callback
         self._tagger = tagger
-        account = quote(settings.account_sid, safe="")
-        self._url = f"{settings.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
-        credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
-        # Built once: computing Basic auth and headers per request costs ~25% of the client's
-        # throughput at thousands of sends per second.
-        self._headers = {
-            "Authorization": "Basic " + base64.b64encode(credentials).decode(),
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-        }
         sender = (
             ("From", settings.from_)
             if settings.from_ is not None
             else ("MessagingServiceSid", settings.messaging_service_sid or "")
         )
         self._fixed_fields = [sender]
-        self._session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None:
-        self._session = _http.open_session(
-            connect_timeout_s=self._settings.connect_timeout_s, timeout_s=self._settings.timeout_s
-        )
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ProviderSettings,
+        *,
+        receipt_url: str | None,
+        tagger: ReceiptTagger | None,
+    ) -> TwilioProvider:
+        assert isinstance(settings, TwilioProviderSettings)
+        return cls(settings, receipt_url, tagger)
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _form(self, sms: OutgoingSms) -> bytes:
+    def encode(self, sms: OutgoingSms) -> bytes:
         fields = [("To", sms.to), ("Body", sms.body), *self._fixed_fields]
         if self._callback is not None and self._tagger is not None:
             # When it was sent, inside the signed URL and under the tag: a receipt replayed
@@ -115,35 +126,21 @@ class TwilioProvider(Provider):
             fields.append(("ValidityPeriod", str(validity)))
         return urlencode(fields).encode()
 
-    async def _try_send(self, sms: OutgoingSms) -> str:
-        if self._session is None:
-            raise RuntimeError("TwilioProvider.start() was not called")
-        answer = await _http.post(
-            self._session, self.name, self._url, data=self._form(sms), headers=self._headers
-        )
-        return self._outcome(answer.status, answer.retry_after, answer.payload)
-
-    def _outcome(self, status: int, retry_after: str | None, payload: bytes) -> str:
-        body = _http.json_object(payload)
+    def decode(self, answer: Answer) -> str:
+        status = answer.status
+        body = json_object(answer.body)
         if status in (200, 201):
             sid = body.get("sid")
             if not isinstance(sid, str):
-                raise RetryableProviderError(self.name, "success without a sid", ambiguous=True)
+                raise self.success_without_id("a sid")
             return sid
         raw_code = body.get("code")
         code = raw_code if isinstance(raw_code, int) else None
         code_text = None if code is None else str(code)
         if status == 429 or code in THROTTLE_CODES:
-            raise ThrottledError(
-                self.name,
-                "throttled",
-                code=code_text,
-                retry_after_s=_http.parse_retry_after(retry_after),
-            )
+            raise self.throttled(answer, code=code_text)
         if status >= 500:
-            raise RetryableProviderError(
-                self.name, f"server error {status}", code=code_text, ambiguous=True
-            )
+            raise self.server_error(status, code_text)
         if status in (401, 403):
             # Our credentials, not the message: another provider (or a fixed config) can send it.
             raise RetryableProviderError(self.name, "authentication failed", code=code_text)
@@ -152,3 +149,34 @@ class TwilioProvider(Provider):
             raise RetryableProviderError(self.name, "endpoint not found", code=code_text)
         reason = PERMANENT_CODES.get(code or 0, f"rejected with HTTP {status}")
         raise PermanentProviderError(self.name, reason, code=code_text)
+
+    # --- receipts: a status callback form, signed by Twilio over our full URL ------------
+
+    def takes_receipts(self) -> bool:
+        return self._callback is not None
+
+    async def parse_receipt(self, request: ReceiptRequest) -> Receipt | None:
+        callback, tagger = self._callback, self._tagger
+        if callback is None or tagger is None:
+            raise RuntimeError("no receipts without a callback: see takes_receipts()")
+        form = await request.form()
+        if form is None:
+            raise invalid_receipt("the body is not a UTF-8 form")
+        query_string = request.query_string
+        signed_url = callback + (f"?{query_string}" if query_string else "")
+        expected = request_signature(self._auth_token, signed_url, form.items())
+        if not hmac.compare_digest(expected.encode(), request.header("X-Twilio-Signature") or b""):
+            raise bad_signature("X-Twilio-Signature")
+        query = request.query
+        message_id = our_message_id(query.get("message_id"))
+        check_tag(tagger, self.name, message_id, query.get("t"), query.get("tag"))
+        status = RECEIPT_STATUSES.get(str(form.get("MessageStatus", "")))
+        if status is None:
+            return None
+        error = short_text(form.get("ErrorCode"))
+        return Receipt(
+            message_id=message_id,
+            status=status,
+            provider_message_id=short_text(form.get("MessageSid")),
+            reason=f"twilio error {error}" if error else None,
+        )

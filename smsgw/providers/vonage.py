@@ -11,17 +11,30 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
-import aiohttp
+from multidict import MultiDict, MultiMapping
 
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
-from smsgw.providers import _http
-from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.providers.base import OutgoingSms
+from smsgw.providers.http import Answer, HttpProvider, json_object
 from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipts import (
+    Receipt,
+    ReceiptRequest,
+    ReceiptStatus,
+    bad_signature,
+    check_tag,
+    invalid_receipt,
+    our_message_id,
+    refuse_if_stale,
+    short_text,
+)
 from smsgw.segments import is_gsm7
-from smsgw.settings import VonageProviderSettings, VonageSignatureMethod
+from smsgw.settings import ProviderSettings, VonageProviderSettings, VonageSignatureMethod
+from smsgw.validation import ascii_int
 
 __all__ = [
     "RECEIPT_STATUSES",
@@ -64,7 +77,7 @@ STATUS_OUTCOMES: Final[dict[str, tuple[Outcome, str]]] = {
 SUCCESS: Final = "0"
 # Delivery receipt `status` -> our receipt status; absent ones (accepted, buffered) are
 # intermediate and change nothing.
-RECEIPT_STATUSES: Final[dict[str, str]] = {
+RECEIPT_STATUSES: Final[dict[str, ReceiptStatus]] = {
     "delivered": "delivered",
     "expired": "undelivered",
     "failed": "failed",
@@ -76,6 +89,8 @@ _TTL_MIN_MS, _TTL_MAX_MS = 20_000, 604_800_000
 # Vonage rejects a longer `callback` or `client-ref`.
 _CALLBACK_MAX_CHARS = 100
 _CLIENT_REF_MAX_CHARS = 100
+# A signed receipt must have been signed within this long (either way: clock skew).
+SIGNED_RECEIPT_MAX_AGE_S = 300.0
 
 
 def client_ref(message_id: str, sent_at: int, tag: str) -> str:
@@ -110,7 +125,10 @@ def webhook_signature(
     return hmac.new(secret.encode(), signed.encode(), method).hexdigest()
 
 
-class VonageProvider(Provider):
+class VonageProvider(HttpProvider):
+    settings_type = VonageProviderSettings
+    receives_receipts = True
+
     def __init__(
         self,
         settings: VonageProviderSettings,
@@ -120,18 +138,26 @@ class VonageProvider(Provider):
         """`callback`: our receipt webhook (None: the account's dashboard setting). With a
         `tagger`, each `client-ref` carries the tag proving we sent the message through this
         provider; our webhook refuses receipts without it."""
-        super().__init__(settings.name)
         if callback is not None and len(callback) > _CALLBACK_MAX_CHARS:
             raise ValueError(f"Vonage callback URLs are limited to {_CALLBACK_MAX_CHARS} chars")
         if callback is not None and tagger is None:
             raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
-        self._settings = settings
+        super().__init__(
+            settings,
+            base_url=settings.base_url,
+            path="/sms/json",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+        )
+        self._callback = callback
         self._tagger = tagger
-        self._url = f"{settings.base_url.rstrip('/')}/sms/json"
-        self._headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-        }
+        self._signature = (
+            None
+            if settings.signature_secret is None
+            else (settings.signature_secret, settings.signature_method)
+        )
         # Vonage numbers are digits only (settings allow a '+' for E.164 habits).
         sender = settings.from_.removeprefix("+")
         fixed = [
@@ -143,17 +169,30 @@ class VonageProvider(Provider):
             fixed.append(("callback", callback))
         # Encoded once: the credentials and sender never change between sends.
         self._fixed_form = urlencode(fixed)
-        self._session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> None:
-        self._session = _http.open_session(
-            connect_timeout_s=self._settings.connect_timeout_s, timeout_s=self._settings.timeout_s
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ProviderSettings,
+        *,
+        receipt_url: str | None,
+        tagger: ReceiptTagger | None,
+    ) -> VonageProvider:
+        assert isinstance(settings, VonageProviderSettings)
+        return cls(settings, receipt_url, tagger)
+
+    @classmethod
+    def receipt_warnings(cls, settings: ProviderSettings) -> list[tuple[str, str]]:
+        assert isinstance(settings, VonageProviderSettings)
+        if settings.signature_secret is not None:
+            return []
+        detail = (
+            "no signature_secret: Vonage receipts are checked only by our tag in client-ref, "
+            "so whoever learns one (it travels in the receipts) can report any status for "
+            "that message. Enable signed webhooks on the Vonage account and set "
+            "signature_secret."
         )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        return [("unsigned_vonage_receipts", detail)]
 
     def _client_ref(self, message_id: str) -> str:
         if self._tagger is None:
@@ -165,7 +204,7 @@ class VonageProvider(Provider):
             raise ValueError(f"client-ref over {_CLIENT_REF_MAX_CHARS} characters")
         return ref
 
-    def _form(self, sms: OutgoingSms) -> bytes:
+    def encode(self, sms: OutgoingSms) -> bytes:
         fields = [
             ("to", sms.to.removeprefix("+")),
             ("text", sms.body),
@@ -178,20 +217,13 @@ class VonageProvider(Provider):
             fields.append(("ttl", str(ttl_ms)))
         return f"{self._fixed_form}&{urlencode(fields)}".encode()
 
-    async def _try_send(self, sms: OutgoingSms) -> str:
-        if self._session is None:
-            raise RuntimeError("VonageProvider.start() was not called")
-        answer = await _http.post(
-            self._session, self.name, self._url, data=self._form(sms), headers=self._headers
-        )
+    def decode(self, answer: Answer) -> str:
         if answer.status == 200:
-            return self._verdict(_http.json_object(answer.payload).get("messages"))
+            return self._verdict(json_object(answer.body).get("messages"))
         if answer.status == 429:
-            raise ThrottledError(
-                self.name, "throttled", retry_after_s=_http.parse_retry_after(answer.retry_after)
-            )
+            raise self.throttled(answer)
         if answer.status >= 500:
-            raise RetryableProviderError(self.name, f"server error {answer.status}", ambiguous=True)
+            raise self.server_error(answer.status)
         if answer.status in (401, 403, 404):
             # Credentials or base_url: our configuration, not the message.
             raise RetryableProviderError(self.name, f"configuration refused (HTTP {answer.status})")
@@ -207,9 +239,7 @@ class VonageProvider(Provider):
         if refused is None:
             message_id = messages[0].get("message-id")
             if not isinstance(message_id, str) or not message_id:
-                raise RetryableProviderError(
-                    self.name, "success without a message-id", ambiguous=True
-                )
+                raise self.success_without_id("a message-id")
             # The first part's id; receipts of every part also carry our client-ref.
             return message_id
         code = refused
@@ -225,6 +255,71 @@ class VonageProvider(Provider):
             # Vonage gives no Retry-After: its limits are per second, so pause one.
             raise ThrottledError(self.name, reason, code=code)
         raise RetryableProviderError(self.name, reason, code=code)
+
+    # --- receipts: by GET with a query, or POST as a form or JSON, as the account says ---
+
+    def takes_receipts(self) -> bool:
+        return self._callback is not None
+
+    async def parse_receipt(self, request: ReceiptRequest) -> Receipt | None:
+        """With a signature_secret (signed webhooks on the account), a valid `sig` over a
+        `timestamp` of the last 5 minutes is needed too; without one, the tag is the only
+        check (warned at start-up). Vonage's `message-timestamp` is checked for staleness."""
+        tagger = self._tagger
+        if self._callback is None or tagger is None:
+            raise RuntimeError("no receipts without a callback: see takes_receipts()")
+        params = await _params(request)
+        if self._signature is not None:
+            _check_signature(params, *self._signature)
+        raw_ref = params.get("client-ref")
+        message_id, raw_sent_at, tag = parse_client_ref(raw_ref if isinstance(raw_ref, str) else "")
+        message_id = our_message_id(message_id)
+        check_tag(tagger, self.name, message_id, raw_sent_at, tag)
+        refuse_if_stale(_vonage_time(params.get("message-timestamp")))
+        status = RECEIPT_STATUSES.get(str(params.get("status", "")))
+        if status is None:
+            return None
+        error = params.get("err-code")
+        return Receipt(
+            message_id=message_id,
+            status=status,
+            provider_message_id=short_text(params.get("messageId")),
+            reason=f"vonage err-code {error}" if error and error != "0" else None,
+        )
+
+
+async def _params(request: ReceiptRequest) -> MultiMapping[Any]:
+    if request.method == "GET":
+        return request.query
+    if request.content_type == "application/json":
+        data = await request.json_object()
+        return MultiDict({k: str(v) for k, v in data.items() if v is not None})
+    form = await request.form()
+    if form is None:
+        raise invalid_receipt("the body is neither JSON nor a UTF-8 form")
+    return form
+
+
+def _check_signature(params: MultiMapping[Any], secret: str, method: VonageSignatureMethod) -> None:
+    pairs = [(k, v) for k, v in params.items() if isinstance(v, str)]
+    expected = webhook_signature(secret, method, pairs)
+    presented = str(params.get("sig", "")).lower()
+    if not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise bad_signature("sig")
+    # The timestamp is signed too: an old one is a replay.
+    signed_at = ascii_int(params.get("timestamp"))
+    if signed_at is None or abs(time.time() - signed_at) > SIGNED_RECEIPT_MAX_AGE_S:
+        raise bad_signature("timestamp missing or not within 5 minutes")
+
+
+def _vonage_time(value: object) -> float | None:
+    # Vonage: "2026-11-28 12:00:00", UTC.
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _statuses(messages: Any) -> list[str] | None:
