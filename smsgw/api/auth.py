@@ -26,10 +26,6 @@ class ClientAuth:
             (client.name, digest) for client in clients for digest in _key_hashes(client)
         )
 
-    @property
-    def required(self) -> bool:
-        return bool(self._clients)
-
     def authenticate(self, request: web.Request) -> str:
         """The calling client's name, or a 401 problem."""
         if not self._clients:
