@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import structlog
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
@@ -160,35 +157,6 @@ async def test_non_indian_numbers_are_refused_without_a_request(
     assert fake.requests == {}
 
 
-async def test_wire_request_on_a_real_socket(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> None:
-    seen: list[tuple[dict[str, str], str, bytes]] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append((dict(request.headers), request.path, await request.read()))
-        return web.json_response(ok("wire-1"))
-
-    app = web.Application()
-    app.router.add_post("/api/v1/send-sms", handler)
-    server = await aiohttp_server(app)
-    p = AirtelProvider(settings(base_url=str(server.make_url("/"))))
-    await p.start()
-    try:
-        assert (await p.send(sms())).provider_message_id == "wire-1"
-    finally:
-        await p.close()
-    [(headers, path, body)] = seen
-    assert path == "/api/v1/send-sms"
-    assert "User-Agent" not in headers
-    assert orjson.loads(body)["destinationAddress"] == ["9876543210"]
-
-
-async def test_send_before_start_is_a_programming_error() -> None:
-    with pytest.raises(RuntimeError, match="start"):
-        await AirtelProvider(settings()).send(sms())
-
-
 def test_factory_builds_an_airtel_provider() -> None:
     assert isinstance(build_provider(settings()), AirtelProvider)
 
@@ -263,24 +231,6 @@ async def test_each_http_status_in_the_table(
         assert type(info.value) is RetryableProviderError
 
 
-async def test_429_without_retry_after_pauses_a_second(provider: AirtelProvider, fake: Any) -> None:
-    fake.post(URL_, status=429, body="")
-    with pytest.raises(ThrottledError) as info:
-        await provider.send(sms())
-    assert info.value.retry_after_s == 1.0
-
-
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-async def test_5xx_is_retryable_and_ambiguous(
-    provider: AirtelProvider, fake: Any, status: int
-) -> None:
-    fake.post(URL_, status=status, body="<html>down</html>", content_type="text/html")
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is True
-    assert str(status) in info.value.detail
-
-
 @pytest.mark.parametrize("status", [400, 405, 409, 413, 422])
 async def test_other_4xx_are_permanent_and_keep_the_error_code(
     provider: AirtelProvider, fake: Any, status: int
@@ -290,37 +240,6 @@ async def test_other_4xx_are_permanent_and_keep_the_error_code(
         await provider.send(sms())
     assert info.value.code == "INVALID_TEMPLATE"
     assert info.value.detail == f"rejected with HTTP {status}"
-
-
-@pytest.mark.parametrize(
-    ("exception", "ambiguous"),
-    [
-        (TimeoutError(), True),
-        (aiohttp.ServerDisconnectedError(), True),
-        (aiohttp.ConnectionTimeoutError(), False),
-    ],
-)
-async def test_transport_failures(
-    provider: AirtelProvider, fake: Any, exception: Exception, ambiguous: bool
-) -> None:
-    fake.post(URL_, exception=exception)
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is ambiguous
-
-
-async def test_connection_refused_is_retryable_not_ambiguous() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    p = AirtelProvider(settings(base_url=f"http://127.0.0.1:{port}"))
-    await p.start()
-    try:
-        with pytest.raises(RetryableProviderError) as info:
-            await p.send(sms())
-    finally:
-        await p.close()
-    assert info.value.ambiguous is False
 
 
 # --- secrecy ------------------------------------------------------------------------------

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
-import aiohttp
 import pytest
-from aiohttp import web
 from yarl import URL
 
 from smsgw.errors import (
     PermanentProviderError,
     ProviderError,
-    RetryableProviderError,
     ThrottledError,
 )
 from smsgw.providers.base import OutgoingSms
@@ -105,16 +100,6 @@ async def test_request_goes_to_account_messages_url_with_form_fields(
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
 
 
-async def test_trailing_slash_in_base_url_is_not_doubled(fake: Any) -> None:
-    p = TwilioProvider(settings(base_url=BASE + "/"))
-    await p.start()
-    try:
-        fake.post(URL_, status=201, payload={"sid": "SM1"})
-        assert (await p.send(sms())).provider_message_id == "SM1"
-    finally:
-        await p.close()
-
-
 @pytest.mark.parametrize(
     ("validity_s", "expected"),
     [(0, "1"), (-5, "1"), (1, "1"), (599, "599"), (36_000, "36000"), (100_000, "36000")],
@@ -157,56 +142,7 @@ async def test_body_with_reserved_characters_survives_form_encoding(
     assert form_of(fake)["Body"] == [body]
 
 
-async def test_wire_request_has_basic_auth_and_no_user_agent(
-    aiohttp_server: Callable[..., Any],
-) -> None:
-    """Checked on a real socket: session-level headers are invisible to aioresponses."""
-    seen: list[tuple[dict[str, str], str, str]] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append((dict(request.headers), request.path, await request.text()))
-        return web.json_response({"sid": "SMwire", "status": "queued"}, status=201)
-
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handler)
-    server = await aiohttp_server(app)
-    p = TwilioProvider(settings(base_url=str(server.make_url(""))))
-    await p.start()
-    try:
-        receipt = await p.send(sms(validity_s=120))
-    finally:
-        await p.close()
-
-    assert receipt.provider_message_id == "SMwire"
-    [(headers, path, body)] = seen
-    assert path == f"/2010-04-01/Accounts/{SID}/Messages.json"
-    assert headers["Authorization"] == expected_auth()
-    assert "User-Agent" not in headers
-    assert parse_qs(body) == {
-        "To": [TO],
-        "Body": [BODY],
-        "From": [FROM],
-        "ValidityPeriod": ["120"],
-    }
-
-
-async def test_send_before_start_is_a_programming_error() -> None:
-    p = TwilioProvider(settings())
-    with pytest.raises(RuntimeError, match="start"):
-        await p.send(sms())
-
-
 # --- classification ----------------------------------------------------------------------
-
-
-async def test_success_without_sid_is_ambiguous_retryable(
-    provider: TwilioProvider, fake: Any
-) -> None:
-    fake.post(URL_, status=201, payload={"status": "queued"})
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is True
-    assert not isinstance(info.value, ThrottledError)
 
 
 async def test_429_is_throttled_with_retry_after_from_header(
@@ -226,58 +162,12 @@ async def test_429_is_throttled_with_retry_after_from_header(
     assert info.value.provider == "twilio"
 
 
-async def test_429_without_body_or_header_waits_a_default_second(
-    provider: TwilioProvider, fake: Any
-) -> None:
-    fake.post(URL_, status=429, body="", content_type="text/plain")
-    with pytest.raises(ThrottledError) as info:
-        await provider.send(sms())
-    assert info.value.retry_after_s == 1.0
-    assert info.value.code is None
-
-
 async def test_code_20429_throttles_even_without_http_429(
     provider: TwilioProvider, fake: Any
 ) -> None:
     fake.post(URL_, status=400, payload={"code": 20429, "message": "Too many requests"})
     with pytest.raises(ThrottledError):
         await provider.send(sms())
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [("0.5", 0.5), ("not-a-number", 1.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0), ("9999", 60.0)],
-)
-async def test_retry_after_parsing_is_bounded(
-    provider: TwilioProvider, fake: Any, header: str, expected: float
-) -> None:
-    fake.post(URL_, status=429, payload={"code": 20429}, headers={"Retry-After": header})
-    with pytest.raises(ThrottledError) as info:
-        await provider.send(sms())
-    assert info.value.retry_after_s == expected
-
-
-@pytest.mark.parametrize("status", [500, 502, 503])
-async def test_5xx_is_retryable_and_ambiguous(
-    provider: TwilioProvider, fake: Any, status: int
-) -> None:
-    fake.post(URL_, status=status, body="<html>oops</html>", content_type="text/html")
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is True
-    assert not isinstance(info.value, ThrottledError)
-    assert str(status) in info.value.detail
-
-
-@pytest.mark.parametrize("status", [401, 403, 404])
-async def test_our_configuration_failing_is_retryable_not_permanent(
-    provider: TwilioProvider, fake: Any, status: int
-) -> None:
-    fake.post(URL_, status=status, payload={"code": 20003, "message": "Authenticate"})
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is False
-    assert not isinstance(info.value, ThrottledError)
 
 
 @pytest.mark.parametrize("code", [21211, 21610, 21614, 21408])
@@ -297,72 +187,6 @@ async def test_unknown_4xx_code_is_permanent_with_generic_reason(
         await provider.send(sms())
     assert info.value.detail == "rejected with HTTP 400"
     assert info.value.code == "99999"
-
-
-async def test_timeout_is_ambiguous(provider: TwilioProvider, fake: Any) -> None:
-    fake.post(URL_, exception=TimeoutError())
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is True
-    assert isinstance(info.value.__cause__, TimeoutError)
-
-
-async def test_connect_timeout_is_not_ambiguous(provider: TwilioProvider, fake: Any) -> None:
-    fake.post(URL_, exception=aiohttp.ConnectionTimeoutError())
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is False
-
-
-async def test_connection_lost_mid_request_is_ambiguous(
-    provider: TwilioProvider, fake: Any
-) -> None:
-    fake.post(URL_, exception=aiohttp.ServerDisconnectedError())
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is True
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def test_connection_refused_is_retryable_not_ambiguous() -> None:
-    p = TwilioProvider(settings(base_url=f"http://127.0.0.1:{_closed_port()}"))
-    await p.start()
-    try:
-        with pytest.raises(RetryableProviderError) as info:
-            await p.send(sms())
-    finally:
-        await p.close()
-    assert info.value.ambiguous is False
-    assert not isinstance(info.value, ThrottledError)
-    assert TOKEN not in str(info.value.__cause__)
-
-
-async def test_real_read_timeout_is_ambiguous(aiohttp_server: Callable[..., Any]) -> None:
-    release = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        await request.read()
-        await release.wait()
-        return web.json_response({"sid": "SMlate"}, status=201)
-
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", slow)
-    server = await aiohttp_server(app)
-    p = TwilioProvider(settings(base_url=str(server.make_url("")), timeout_s=0.2))
-    await p.start()
-    try:
-        with pytest.raises(RetryableProviderError) as info:
-            await p.send(sms())
-    finally:
-        release.set()
-        await p.close()
-    assert info.value.ambiguous is True
 
 
 # --- secrecy ------------------------------------------------------------------------------

@@ -4,17 +4,14 @@ to end against the fake provider server."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import aiohttp
 import pytest
 import structlog
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
@@ -199,37 +196,6 @@ def test_overlong_callback_is_refused_at_construction() -> None:
         VonageProvider(settings(), callback="https://x.test/" + "a" * 100)
 
 
-async def test_wire_request_has_no_user_agent_and_trailing_slash_is_not_doubled(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> None:
-    """On a real socket: session-level headers are invisible to aioresponses."""
-    seen: list[tuple[dict[str, str], str, str]] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append((dict(request.headers), request.path, await request.text()))
-        return web.json_response(ok("0B0000002"))
-
-    app = web.Application()
-    app.router.add_post("/sms/json", handler)
-    server = await aiohttp_server(app)
-    p = VonageProvider(settings(base_url=str(server.make_url("/"))))
-    await p.start()
-    try:
-        receipt = await p.send(sms(validity_s=None))
-    finally:
-        await p.close()
-    assert receipt.provider_message_id == "0B0000002"
-    [(headers, path, body)] = seen
-    assert path == "/sms/json"
-    assert "User-Agent" not in headers
-    assert parse_qs(body)["to"] == [TO[1:]]
-
-
-async def test_send_before_start_is_a_programming_error() -> None:
-    with pytest.raises(RuntimeError, match="start"):
-        await VonageProvider(settings()).send(sms())
-
-
 def test_factory_builds_a_vonage_provider() -> None:
     assert isinstance(build_provider(settings()), VonageProvider)
 
@@ -351,82 +317,6 @@ async def test_unreadable_200_is_ambiguous(
         await provider.send(sms())
     assert info.value.ambiguous is True
     assert not isinstance(info.value, ThrottledError)
-
-
-async def test_http_429_is_throttled_with_retry_after(provider: VonageProvider, fake: Any) -> None:
-    fake.post(URL_, status=429, body="", headers={"Retry-After": "7"})
-    with pytest.raises(ThrottledError) as info:
-        await provider.send(sms())
-    assert info.value.retry_after_s == 7.0
-
-
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-async def test_5xx_is_retryable_and_ambiguous(
-    provider: VonageProvider, fake: Any, status: int
-) -> None:
-    fake.post(URL_, status=status, body="<html>oops</html>", content_type="text/html")
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is True
-    assert not isinstance(info.value, ThrottledError)
-
-
-@pytest.mark.parametrize("status", [401, 403, 404])
-async def test_configuration_refused_is_retryable_not_ambiguous(
-    provider: VonageProvider, fake: Any, status: int
-) -> None:
-    fake.post(URL_, status=status, body="")
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is False
-    assert not isinstance(info.value, ThrottledError)
-
-
-@pytest.mark.parametrize("status", [400, 405, 413, 415])
-async def test_other_http_errors_are_permanent(
-    provider: VonageProvider, fake: Any, status: int
-) -> None:
-    fake.post(URL_, status=status, body="")
-    with pytest.raises(PermanentProviderError) as info:
-        await provider.send(sms())
-    assert info.value.detail == f"rejected with HTTP {status}"
-
-
-@pytest.mark.parametrize(
-    ("exception", "ambiguous"),
-    [
-        (TimeoutError(), True),
-        (aiohttp.ServerDisconnectedError(), True),
-        (aiohttp.ClientPayloadError("cut"), True),
-        (aiohttp.ConnectionTimeoutError(), False),
-    ],
-)
-async def test_transport_failures(
-    provider: VonageProvider, fake: Any, exception: Exception, ambiguous: bool
-) -> None:
-    fake.post(URL_, exception=exception)
-    with pytest.raises(RetryableProviderError) as info:
-        await provider.send(sms())
-    assert info.value.ambiguous is ambiguous
-    assert info.value.__cause__ is exception
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def test_connection_refused_is_retryable_not_ambiguous() -> None:
-    p = VonageProvider(settings(base_url=f"http://127.0.0.1:{_closed_port()}"))
-    await p.start()
-    try:
-        with pytest.raises(RetryableProviderError) as info:
-            await p.send(sms())
-    finally:
-        await p.close()
-    assert info.value.ambiguous is False
 
 
 # --- secrecy ------------------------------------------------------------------------------
