@@ -37,6 +37,9 @@ async def receive_receipt(request: web.Request) -> web.Response:
         raise Problem(exc.status, exc.problem, exc.title, exc.detail) from exc
     if receipt is None:
         return web.Response(status=204)
+    if receipt.send.provider != name:
+        # The tag checked was made for another provider: never record it here.
+        raise RuntimeError(f"{type(provider).__name__} checked another provider's tag")
     if await request.app[RECEIPTS].first_time(receipt.message_id, receipt.status):
         request.app[AUDIT].record(
             receipt.message_id,

@@ -31,6 +31,7 @@ __all__ = [
     "Receipt",
     "ReceiptRequest",
     "ReceiptStatus",
+    "TaggedSend",
     "bad_signature",
     "check_tag",
     "invalid_receipt",
@@ -43,11 +44,25 @@ ReceiptStatus = Literal["delivered", "undelivered", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
+class TaggedSend:
+    """A send whose tag check_tag() verified: a Receipt names one, and the webhook records
+    it only for the provider the tag was made for."""
+
+    provider: str
     message_id: str
+    sent_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    send: TaggedSend
     status: ReceiptStatus
     provider_message_id: str | None
     reason: str | None
+
+    @property
+    def message_id(self) -> str:
+        return self.send.message_id
 
 
 class ReceiptRequest(Protocol):
@@ -99,10 +114,10 @@ def our_message_id(value: object) -> str:
 
 def check_tag(
     tagger: ReceiptTagger, provider: str, message_id: str, sent_at: object, tag: object
-) -> int:
-    """The tagged send time, once the tag proves we sent `message_id` through `provider`
-    then; 403 otherwise (a forgery, another provider's receipt, or a key we no longer have).
-    A genuine tag of a send older than the memory of seen receipts is stale (400)."""
+) -> TaggedSend:
+    """The send, once the tag proves we sent `message_id` through `provider` at `sent_at`;
+    403 otherwise (a forgery, another provider's receipt, or a key we no longer have). A
+    genuine tag of a send older than the memory of seen receipts is stale (400)."""
     seconds = ascii_int(sent_at)
     if (
         seconds is None
@@ -116,7 +131,7 @@ def check_tag(
             "the receipt does not carry our tag for a message sent through this provider",
         )
     refuse_if_stale(seconds)
-    return seconds
+    return TaggedSend(provider, message_id, seconds)
 
 
 def refuse_if_stale(sent_at: float | None) -> None:

@@ -169,13 +169,13 @@ class TwilioProvider(HttpProvider):
             raise bad_signature("X-Twilio-Signature")
         query = request.query
         message_id = our_message_id(query.get("message_id"))
-        check_tag(tagger, self.name, message_id, query.get("t"), query.get("tag"))
+        send = check_tag(tagger, self.name, message_id, query.get("t"), query.get("tag"))
         status = RECEIPT_STATUSES.get(str(form.get("MessageStatus", "")))
         if status is None:
             return None
         error = short_text(form.get("ErrorCode"))
         return Receipt(
-            message_id=message_id,
+            send=send,
             status=status,
             provider_message_id=short_text(form.get("MessageSid")),
             reason=f"twilio error {error}" if error else None,

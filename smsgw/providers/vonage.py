@@ -274,14 +274,14 @@ class VonageProvider(HttpProvider):
         raw_ref = params.get("client-ref")
         message_id, raw_sent_at, tag = parse_client_ref(raw_ref if isinstance(raw_ref, str) else "")
         message_id = our_message_id(message_id)
-        check_tag(tagger, self.name, message_id, raw_sent_at, tag)
+        send = check_tag(tagger, self.name, message_id, raw_sent_at, tag)
         refuse_if_stale(_vonage_time(params.get("message-timestamp")))
         status = RECEIPT_STATUSES.get(str(params.get("status", "")))
         if status is None:
             return None
         error = params.get("err-code")
         return Receipt(
-            message_id=message_id,
+            send=send,
             status=status,
             provider_message_id=short_text(params.get("messageId")),
             reason=f"vonage err-code {error}" if error and error != "0" else None,

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from smsgw.api.keys import RECEIPT_TAGS, RECEIPTS
 from smsgw.app import create_app
 from smsgw.errors import PermanentProviderError
 from smsgw.providers import HttpProvider, OutgoingSms, Receipt, ReceiptRequest, ReceiptTagger
@@ -97,10 +98,10 @@ class PigeonProvider(HttpProvider):
         message_id, _, rest = (ref if isinstance(ref, str) else "").partition(".")
         sent_at, _, tag = rest.partition(".")
         message_id = our_message_id(message_id)
-        check_tag(self._tagger, self.name, message_id, sent_at, tag)
+        send = check_tag(self._tagger, self.name, message_id, sent_at, tag)
         if data.get("state") != "DELIVERED":
             return None
-        return Receipt(message_id, "delivered", short_text(data.get("id")), None)
+        return Receipt(send, "delivered", short_text(data.get("id")), None)
 
 
 CONFIG = """
@@ -191,3 +192,36 @@ def test_the_kind_is_refused_where_its_settings_are_wrong(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as info:
         parse_settings({"providers": [entry]}, env={})
     assert info.value.key == "providers[0].api_key"
+
+
+async def test_a_receipt_for_a_send_tagged_for_another_provider_is_never_recorded(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parser that checked the wrong provider's tag is a bug: the webhook refuses to
+    record what it returns (a 500 problem), whatever the parser says."""
+    config = tmp_path / "smsgw.toml"
+    config.write_text(
+        CONFIG.format(
+            public=PUBLIC,
+            audit=tmp_path / "audit.sqlite3",
+            spool=tmp_path / "spool",
+            base_url="http://127.0.0.1:9",
+        )
+    )
+    client = await aiohttp_client(create_app(load_settings(config, env={"PIGEON_KEY": "k"})))
+    message_id = "msg_" + "ab" * 16
+    tagger = client.app[RECEIPT_TAGS]
+    sent_at = int(time.time())
+    tag = tagger.tag("other", message_id, sent_at)
+
+    async def careless(self: PigeonProvider, request: ReceiptRequest) -> Receipt | None:
+        assert self._tagger is not None
+        send = check_tag(self._tagger, "other", message_id, str(sent_at), tag)
+        return Receipt(send, "delivered", None, None)
+
+    monkeypatch.setattr(PigeonProvider, "parse_receipt", careless)
+    response = await client.post("/v1/webhooks/carrier-pigeon", json={})
+    assert response.status == 500
+    assert await client.app[RECEIPTS].first_time(message_id, "delivered")
