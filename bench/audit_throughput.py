@@ -52,8 +52,8 @@ from aiohttp import web
 
 from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from bench.loadgen import start_process, stop_process, wait_ready
-from smsgw.api.keys import AUDIT, DISPATCHER
 from smsgw.app import create_app
+from smsgw.app_keys import AUDIT, DISPATCHER
 from smsgw.audit import AuditEvent, AuditWriter, Spool
 from smsgw.audit.dynamodb import DynamoDbStore, encode_item
 from smsgw.log import configure_logging

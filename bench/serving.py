@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
 from aiohttp import web
+
+from smsgw.processes import write_port_file
 
 # Hung requests (fault injection) must not keep a stopping server alive for aiohttp's
 # default 60 s.
@@ -30,13 +31,6 @@ def add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port-file", type=Path, default=None, help="write the bound port here once listening"
     )
-
-
-def write_port_file(path: Path, port: int) -> None:
-    """Write atomically, so a poller never reads a half-written number."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
 
 
 async def serve(

@@ -178,11 +178,7 @@ async def _run_replica(spec: ReplicaSpec, start: Any) -> ReplicaResult:
     await limiter.close()
     await provider.close()
     await client.aclose()
-    counters = {
-        name: getattr(limiter, name)
-        for name in ("lease_calls", "slots_leased", "slots_dropped")
-        if hasattr(limiter, name)
-    }
+    counters = dict(limiter.stats)
     return ReplicaResult(
         started,
         list(provider.send_starts.values()),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -13,39 +12,30 @@ from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from smsgw.api import (
-    MAX_BATCH_BODY,
-    LifecycleState,
-    add_routes,
-    error_middleware,
-    quiet_bad_requests,
-)
+from smsgw._aio import cancel_and_wait
+from smsgw.api import MAX_BATCH_BODY, add_routes, error_middleware, quiet_bad_requests
 from smsgw.api.auth import ClientAuth
 from smsgw.api.geo import GeoPermissions
 from smsgw.api.idempotency import Idempotency, IdempotencyBackend, MemoryIdempotencyBackend
 from smsgw.api.idempotency_redis import RedisIdempotencyBackend
-from smsgw.api.keys import (
+from smsgw.api.keys import AUTH, GEO, IDEMPOTENCY, QUOTAS, RECEIPTS
+from smsgw.api.metrics import METRICS, metrics_middleware, watch_event_loop
+from smsgw.api.metrics import install as install_metrics
+from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
+from smsgw.api.receipts import MemorySeenReceipts, RedisSeenReceipts, SeenReceipts
+from smsgw.app_keys import (
     AUDIT,
-    AUTH,
     DISPATCHER,
-    GEO,
     HEARTBEAT,
-    IDEMPOTENCY,
-    METRICS,
     OTP,
     QUEUE,
-    QUOTAS,
     RECEIPT_TAGS,
-    RECEIPTS,
     REDIS,
     ROUTER,
     SETTINGS,
     STATE,
+    LifecycleState,
 )
-from smsgw.api.metrics import install as install_metrics
-from smsgw.api.metrics import metrics_middleware, watch_event_loop
-from smsgw.api.quotas import MemoryQuotaCounter, QuotaCounter, Quotas, RedisQuotaCounter
-from smsgw.api.receipts import MemorySeenReceipts, RedisSeenReceipts, SeenReceipts
 from smsgw.audit import AuditStore, AuditWriter, Spool, default_replica_name, open_store
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter, ProviderLimiter
@@ -104,9 +94,9 @@ async def drain(app: web.Application) -> bool:
     """Stop intake, then wait (bounded) until every accepted message has an outcome."""
     state = app[STATE]
     state.draining = True
-    if state.drained or DISPATCHER not in app:
+    if state.drain_started or DISPATCHER not in app:
         return True
-    state.drained = True
+    state.drain_started = True
     timeout_s = app[SETTINGS].server.drain_timeout_s
     started = time.monotonic()
     drained = await app[DISPATCHER].drain(timeout_s)
@@ -211,9 +201,7 @@ async def _observability(app: web.Application) -> AsyncIterator[None]:
         app[HEARTBEAT] = heartbeat
         heartbeat.start()
     yield
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    await cancel_and_wait([watcher])
     if heartbeat is not None:
         await heartbeat.stop()
 
@@ -343,10 +331,7 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
 
         sweeper = asyncio.create_task(sweep(), name="smsgw-otp-sweeper")
     yield
-    if sweeper is not None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+    await cancel_and_wait([sweeper])
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

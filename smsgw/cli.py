@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from smsgw.app import create_app, drain
 from smsgw.audit import open_store
 from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.log import configure_logging
+from smsgw.processes import is_loopback, write_port_file
 from smsgw.settings import AuditSettings, Settings, config_schema, load_settings
 from smsgw.supervise import add_supervise_arguments, run_supervise
 from smsgw.workers import run_workers
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"smsgw: configuration error: {exc.key}: {exc.problem}", file=sys.stderr)
         return 2
     configure_logging(args.log_level)
-    if not settings.clients and not _is_loopback(settings.server.host):
+    if not settings.clients and not is_loopback(settings.server.host):
         _log.error(
             "refusing_to_start",
             detail="no [[clients]] configured: unauthenticated access is only allowed on a "
@@ -185,22 +185,6 @@ def _with_bind_overrides(settings: Settings, host: str | None, port: int | None)
     return msgspec.structs.replace(settings, server=server)
 
 
-def _write_port_file(path: Path, port: int) -> None:
-    # Written whole then renamed, so a reader polling for the file never sees it half written.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(f"{port}\n")
-    partial.replace(path)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def _serve(settings: Settings, port_file: str | None, *, reuse_port: bool = False) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -222,7 +206,7 @@ async def _serve(settings: Settings, port_file: str | None, *, reuse_port: bool 
             host, port = address[0], address[1]
             _log.info("listening", url=f"http://{host}:{port}", host=host, port=port)
         if port_file is not None:
-            _write_port_file(Path(port_file), runner.addresses[0][1])
+            write_port_file(Path(port_file), runner.addresses[0][1])
         await stop.wait()
         _log.info("stopping", detail="intake closed, draining the queue")
         await drain(app)

@@ -3,7 +3,6 @@
 SmsgwError
  ├── ConfigError                 bad or missing configuration; names the key
  ├── QueueFull                   the bounded queue refused a message (HTTP 503)
- ├── Draining                    the process is stopping and takes no new work (HTTP 503)
  ├── AuditUnavailable            the audit store could not take a write (events are spooled)
  ├── ReceiptRefused              a delivery receipt is malformed (400) or not proven ours (403)
  ├── OtpError                    a verification cannot proceed
@@ -29,7 +28,6 @@ from __future__ import annotations
 __all__ = [
     "AuditUnavailable",
     "ConfigError",
-    "Draining",
     "MaxAttemptsReached",
     "OtpError",
     "PermanentProviderError",
@@ -64,10 +62,6 @@ class QueueFull(SmsgwError):
     def __init__(self, retry_after_s: int = 1) -> None:
         super().__init__("queue is full")
         self.retry_after_s = retry_after_s
-
-
-class Draining(SmsgwError):
-    """The process is shutting down and accepts no new messages."""
 
 
 class AuditUnavailable(SmsgwError):

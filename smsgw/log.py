@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["Outage", "configure_logging"]
 
 # Keys whose values must never be written, whoever passes them by mistake.
 _SECRET_KEYS = frozenset({"code", "otp", "secret", "auth_token", "api_key", "key", "password"})
@@ -47,3 +48,36 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+class Outage:
+    """Logs the first failure of an outage and the recovery, not every retry in between.
+
+    `failed()` at each failure logs `down_event` (warning) for the first one only and answers
+    whether it was the first; `ok()` at each success logs `up_event` (info) with how long the
+    outage lasted under `duration_key`, once. `since` is when the outage began
+    (time.monotonic()), None while all is well.
+    """
+
+    def __init__(
+        self, log: Any, down_event: str, up_event: str, *, duration_key: str = "after_s"
+    ) -> None:
+        self._log = log
+        self._down_event = down_event
+        self._up_event = up_event
+        self._duration_key = duration_key
+        self.since: float | None = None
+
+    def failed(self, **fields: Any) -> bool:
+        if self.since is not None:
+            return False
+        self.since = time.monotonic()
+        self._log.warning(self._down_event, **fields)
+        return True
+
+    def ok(self, **fields: Any) -> None:
+        if self.since is None:
+            return
+        fields[self._duration_key] = round(time.monotonic() - self.since, 3)
+        self.since = None
+        self._log.info(self._up_event, **fields)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from smsgw.api.keys import GEO, ROUTER
+from smsgw.api.keys import GEO
 from smsgw.api.problems import FieldError, Problem
+from smsgw.app_keys import ROUTER
 from smsgw.phone import InvalidPhoneNumber, PhoneNumber, parse_phone
 
 __all__ = ["DestinationErrors", "parse_destination"]

@@ -6,9 +6,9 @@ from importlib import resources
 
 from aiohttp import web
 
-from smsgw.api.keys import DISPATCHER, QUEUE, SETTINGS, STATE
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response
+from smsgw.app_keys import DISPATCHER, QUEUE, SETTINGS, STATE
 
 __all__ = ["healthz", "load_openapi", "openapi", "openapi_document", "readyz"]
 

@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from smsgw.api.inputs import DEFAULT_MAX_BODY, header_bytes, read_body
-from smsgw.api.keys import AUTH, IDEMPOTENCY, QUOTAS, STATE
+from smsgw.api.keys import AUTH, IDEMPOTENCY, QUOTAS
 from smsgw.api.problems import Problem
+from smsgw.app_keys import STATE
 
 __all__ = ["DEFAULT_MAX_BODY", "JsonHandler", "authorized_client", "json_endpoint"]
 

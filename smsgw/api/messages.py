@@ -6,10 +6,10 @@ from aiohttp import web
 
 from smsgw.api.destinations import DestinationErrors, parse_destination
 from smsgw.api.inputs import decode_json
-from smsgw.api.keys import AUDIT, QUEUE
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response
 from smsgw.api.schemas import MessageBatchBody, MessageBody
+from smsgw.app_keys import AUDIT, QUEUE
 from smsgw.errors import QueueFull
 from smsgw.phone import PhoneNumber
 from smsgw.queue import Message

@@ -25,24 +25,19 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from smsgw.api.keys import (
-    AUDIT,
-    DISPATCHER,
-    HEARTBEAT,
-    METRICS,
-    OTP,
-    QUEUE,
-    REDIS,
-    ROUTER,
-    SETTINGS,
-    STATE,
-)
-from smsgw.limiter.redis import RedisLimiter
+from smsgw.app_keys import AUDIT, DISPATCHER, HEARTBEAT, OTP, QUEUE, REDIS, ROUTER, SETTINGS, STATE
 from smsgw.redis_keys import RedisKeys
-from smsgw.replicas import BEAT_TTL_S, beats
-from smsgw.supervise import desired_workers
+from smsgw.replicas import alive
+from smsgw.scaling import desired_workers, desired_workers_gauge, pending_work
 
-__all__ = ["ApiMetrics", "install", "metrics", "metrics_middleware", "watch_event_loop"]
+__all__ = [
+    "METRICS",
+    "ApiMetrics",
+    "install",
+    "metrics",
+    "metrics_middleware",
+    "watch_event_loop",
+]
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -119,14 +114,13 @@ class ApiMetrics:
             ["role"],
             registry=registry,
         )
-        self.desired_workers = Gauge(
-            "smsgw_desired_workers",
-            "Queue workers the scaling policy asks for now (for an external autoscaler)",
-            registry=registry,
-        )
+        self.desired_workers = desired_workers_gauge(registry)
         self.draining = Gauge(
             "smsgw_draining", "1 while this replica is stopping", registry=registry
         )
+
+
+METRICS = web.AppKey("metrics", ApiMetrics)
 
 
 class _StatsCollector(Collector):
@@ -151,15 +145,16 @@ class _StatsCollector(Collector):
                 "Dispatcher events (late slots dropped, duplicates skipped, ...)",
                 labels=["event"],
             )
-            for name, value in dispatcher.stats.as_dict().items():
+            for name, value in dispatcher.stats.items():
                 dispatch.add_metric([name], value)
             yield dispatch
-            limiter = dispatcher.limiter
-            if isinstance(limiter, RedisLimiter):
+            # Only a shared (Redis) limiter makes calls to count.
+            lease_calls = dispatcher.limiter.stats.get("lease_calls")
+            if lease_calls is not None:
                 leases = CounterMetricFamily(
                     "smsgw_limiter_lease_calls", "Redis calls that leased send slots"
                 )
-                leases.add_metric([], limiter.lease_calls)
+                leases.add_metric([], lease_calls)
                 yield leases
         if OTP in app:
             pumping = CounterMetricFamily(
@@ -196,13 +191,10 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     instruments = app[METRICS]
     settings = app[SETTINGS]
-    backlog_total, oldest = 0, 0.0
-    for part in await app[QUEUE].backlog():
+    parts = await app[QUEUE].backlog()
+    for part in parts:
         instruments.queue_depth.labels(part.part).set(part.messages)
         instruments.queue_age.labels(part.part).set(part.oldest_age_s)
-        if part.part != "delayed":
-            backlog_total += part.messages
-            oldest = max(oldest, part.oldest_age_s)
     if AUDIT in app:
         instruments.audit_backlog.set(app[AUDIT].backlog)
         instruments.audit_spool.set(await asyncio.to_thread(app[AUDIT].spool_bytes))
@@ -213,9 +205,8 @@ async def metrics(request: web.Request) -> web.Response:
     alive = app[HEARTBEAT].alive if HEARTBEAT in app else 1
     instruments.replicas.labels(role).set(alive)
     workers_now = alive if role == "worker" else await _workers_alive(app)
-    instruments.desired_workers.set(
-        desired_workers(settings.scaling, backlog_total, oldest, workers_now)
-    )
+    backlog, oldest = pending_work(parts)
+    instruments.desired_workers.set(desired_workers(settings.scaling, backlog, oldest, workers_now))
     instruments.draining.set(1 if app[STATE].draining else 0)
     return web.Response(
         body=generate_latest(instruments.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -226,9 +217,7 @@ async def _workers_alive(app: web.Application) -> int:
     """Dispatching replicas with a recent heartbeat (this one alone without Redis)."""
     if REDIS not in app:
         return 1
-    roll = await beats(app[REDIS], RedisKeys(app[SETTINGS].redis.key_prefix), "worker")
-    fresh = time.time() - BEAT_TTL_S  # beats are on Redis' clock; NTP keeps them close
-    return sum(1 for last in roll.values() if last >= fresh)
+    return await alive(app[REDIS], RedisKeys(app[SETTINGS].redis.key_prefix), "worker")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from smsgw.api.inputs import MESSAGE_ID, int_query, query_problem
 from smsgw.api.intake import authorized_client
-from smsgw.api.keys import AUDIT, SETTINGS
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response, rfc3339_ms
+from smsgw.app_keys import AUDIT, SETTINGS
 from smsgw.audit import AuditEvent, AuditWriter, MessageSummary, summarize
 from smsgw.errors import AuditUnavailable
 from smsgw.phone import InvalidPhoneNumber, parse_phone

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -38,10 +37,12 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
+from smsgw._aio import cancel_and_wait
 from smsgw.audit.base import RecipientPage
 from smsgw.audit.events import AuditEvent, recipient_sort_key
 from smsgw.audit.sqlite import recipient_key_range
 from smsgw.errors import AuditUnavailable, ConfigError
+from smsgw.retry import Backoff
 from smsgw.settings import AuditSettings
 
 __all__ = ["DynamoDbStore"]
@@ -52,7 +53,9 @@ INDEX_NAME = "by_recipient"
 _BATCH_LIMIT = 25  # PutRequests per BatchWriteItem, DynamoDB's limit
 # Throttling and unprocessed items are retried for this long, then the writer spools.
 _RETRY_BUDGET_S = 5.0
-_BACKOFF_BASE_S = 0.05
+# Delays between those retries: up to 0.1 s, 0.2 s, ... 1 s, with full jitter, so replicas
+# do not retry in step.
+_BACKOFF_BASE_S = 0.1
 _BACKOFF_MAX_S = 1.0
 _ACTIVE_TIMEOUT_S = 120.0
 _RETRYABLE_CODES = frozenset(
@@ -224,9 +227,7 @@ class DynamoDbStore:
         try:
             await asyncio.gather(*tasks)
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             raise
 
     async def events(self, message_id: str) -> list[AuditEvent]:
@@ -313,7 +314,7 @@ class DynamoDbStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _RETRY_BUDGET_S
         pending = requests
-        attempt = 0
+        backoff = Backoff(_BACKOFF_BASE_S, _BACKOFF_MAX_S, jitter="full")
         while True:
             throttled: Any = None
             with _unavailable("BatchWriteItem"):
@@ -330,13 +331,11 @@ class DynamoDbStore:
                     pending = response.get("UnprocessedItems", {}).get(self._table, [])
                     if not pending:
                         return
-            attempt += 1
-            # Exponential backoff with full jitter, so replicas do not retry in step.
-            delay = random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2**attempt))
+            delay = backoff.next()
             if loop.time() + delay > deadline:
                 what = "throttled" if throttled is not None else "items left unprocessed"
                 raise AuditUnavailable(
-                    f"DynamoDB BatchWriteItem: {what} after {attempt} attempts "
+                    f"DynamoDB BatchWriteItem: {what} after {backoff.failures} attempts "
                     f"({len(pending)} of {len(requests)} items not stored)"
                 ) from throttled
             await asyncio.sleep(delay)
@@ -368,7 +367,7 @@ class DynamoDbStore:
     async def _wait_active(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _ACTIVE_TIMEOUT_S
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0, jitter="none")
         while True:
             with _unavailable("DescribeTable"):
                 described = await self._client.describe_table(TableName=self._table)
@@ -378,12 +377,12 @@ class DynamoDbStore:
                 index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes
             ):
                 return table
+            delay = backoff.next()
             if loop.time() + delay > deadline:
                 raise AuditUnavailable(
                     f"DynamoDB table {self._table} not ACTIVE after {_ACTIVE_TIMEOUT_S:.0f}s"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
     def _check_schema(self, table: dict[str, Any]) -> None:
         """A table made by something else would fail every write: say so at start-up."""

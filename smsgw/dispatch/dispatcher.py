@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import structlog
 from prometheus_client import CollectorRegistry
 
+from smsgw._aio import cancel_and_wait
 from smsgw.audit import AuditRecorder
-from smsgw.dispatch.backoff import backoff_delay
+from smsgw.counters import Counters
 from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
@@ -19,6 +20,7 @@ from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
 from smsgw.providers.base import OutgoingSms, Provider
 from smsgw.queue.base import MessageQueue
 from smsgw.queue.message import Message
+from smsgw.retry import backoff_delay
 from smsgw.settings import DispatchSettings
 
 __all__ = ["DispatchStats", "Dispatcher"]
@@ -31,7 +33,7 @@ OPEN_CIRCUIT_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
-class DispatchStats:
+class DispatchStats(Counters):
     """Counters since start; read by health checks, tests and benchmarks."""
 
     sent: int = 0
@@ -47,9 +49,6 @@ class DispatchStats:
     duplicates_skipped: int = 0
     # Messages put back because every provider serving them had an open circuit.
     circuit_waits: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Dispatcher:
@@ -101,9 +100,7 @@ class Dispatcher:
         return True
 
     async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await cancel_and_wait(self._workers)
         self._workers = []
 
     async def _work(self) -> None:

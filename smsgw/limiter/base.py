@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 __all__ = ["LATE_SLOT_S", "ProviderLimiter"]
@@ -13,6 +14,10 @@ LATE_SLOT_S = 0.005
 
 
 class ProviderLimiter(Protocol):
+    @property
+    def stats(self) -> Mapping[str, int]:
+        """Counters since start, by name, for metrics and benchmarks (may be empty)."""
+
     async def acquire(self, provider: str) -> float:
         """Wait for a send slot for `provider`; return its time (time.monotonic() clock).
 

@@ -21,6 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping
+from types import MappingProxyType
 
 __all__ = ["MemoryLimiter"]
 
@@ -30,6 +31,7 @@ DEFAULT_PACE = 0.99
 DEFAULT_BURST_S = 0.005
 COLD_PACE = 0.95
 _WINDOW_S = 1.0
+_NO_COUNTERS: Mapping[str, int] = MappingProxyType({})
 
 
 class _Pacer:
@@ -118,6 +120,10 @@ class MemoryLimiter:
         burst_s: float = DEFAULT_BURST_S,
     ) -> None:
         self._pacers = {name: _Pacer(rate, pace, burst_s) for name, rate in rates.items()}
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        return _NO_COUNTERS  # nothing shared to count: no calls to make, no leases
 
     async def acquire(self, provider: str) -> float:
         pacer = self._pacers.get(provider)

@@ -21,27 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from smsgw._aio import cancel_and_wait
+from smsgw.counters import Counters
 from smsgw.limiter.base import LATE_SLOT_S
 from smsgw.limiter.memory import COLD_PACE, MemoryLimiter
+from smsgw.log import Outage
 from smsgw.redis_keys import LIMITER_IDLE_TTL_S, RedisKeys
+from smsgw.redis_scripts import load_script
+from smsgw.retry import Backoff
 from smsgw.settings import LimiterSettings
 
-__all__ = ["RedisLimiter"]
+__all__ = ["RedisLimiter", "RedisLimiterStats"]
 
 _log = structlog.get_logger("smsgw.limiter")
-
-_LEASE_LUA = resources.files(__package__).joinpath("lease.lua").read_text(encoding="utf-8")
 
 # Bound on one Redis call: an unanswered call must not hold the lane (or a pause) forever.
 CALL_TIMEOUT_S = 0.5
@@ -75,11 +77,20 @@ def slot_interval(rate: float, pace: float) -> tuple[int, int]:
     return math.ceil(1_000_000 / per_second), 1
 
 
+@dataclass(slots=True)
+class RedisLimiterStats(Counters):
+    """Counters since start, for benchmarks and metrics."""
+
+    lease_calls: int = 0  # Redis calls that leased slots
+    slots_leased: int = 0
+    # Slots not used: reached too late (LATE_SLOT_S), paused over, or skipped while cold.
+    slots_dropped: int = 0
+
+
 class RedisLimiter:
     """ProviderLimiter shared through Redis; see the module docstring.
 
-    `lease_calls`, `slots_leased` and `slots_dropped` count since start (for benchmarks and
-    metrics). The Redis client stays the caller's: close() does not close it.
+    The Redis client stays the caller's: close() does not close it.
     """
 
     def __init__(
@@ -91,7 +102,7 @@ class RedisLimiter:
         *,
         idle_ttl_s: float = LIMITER_IDLE_TTL_S,
     ) -> None:
-        self._script = redis.register_script(_LEASE_LUA)
+        self._script = load_script(redis, "smsgw.limiter", "lease.lua")
         self._keys = keys
         self.settings = settings
         self.idle_ttl_ms = math.ceil(idle_ttl_s * 1000)
@@ -107,9 +118,7 @@ class RedisLimiter:
         # Providers without a rate never touch Redis; a throttle answer pauses them locally.
         self._local_pauses = {name: 0.0 for name, rate in rates.items() if rate is None}
         self.closed = False
-        self.lease_calls = 0
-        self.slots_leased = 0
-        self.slots_dropped = 0
+        self.stats = RedisLimiterStats()
 
     async def acquire(self, provider: str) -> float:
         queue = self._queues.get(provider)
@@ -168,8 +177,10 @@ class _SlotQueue:
         self._paused_until = 0.0
         self._shared_pause_until = 0.0
         self._retry_at = 0.0  # no lease call before this
-        self._failures = 0
-        self._down_since: float | None = None
+        self._backoff = Backoff(RETRY_BASE_S, RETRY_MAX_S)
+        self._outage = Outage(
+            _log, "limiter_redis_unavailable", "limiter_redis_recovered", duration_key="down_s"
+        )
         self._last_local_grant: float | None = None  # degraded mode's last grant
         self._pump: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
@@ -228,10 +239,7 @@ class _SlotQueue:
             _log.warning("limiter_pause_not_shared", provider=self._provider, error=_describe(exc))
 
     async def close(self) -> None:
-        tasks = [task for task in (self._pump, self._lease, *self._background) if task]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([self._pump, self._lease, *self._background])
         while self._waiters:
             self._waiters.popleft().cancel()
 
@@ -258,7 +266,7 @@ class _SlotQueue:
             return False
         self._maybe_lease(now)
         degraded = self._owner.degraded
-        if not self._slots and self._down_since is not None and degraded is not None:
+        if not self._slots and self._outage.since is not None and degraded is not None:
             await self._grant_locally(degraded)
         else:
             await self._sleep_until(self._next_wake())
@@ -283,7 +291,7 @@ class _SlotQueue:
         oldest_usable = max(now - LATE_SLOT_S, self._paused_until)
         while slots and slots[0] < oldest_usable:
             slots.popleft()
-            self._owner.slots_dropped += 1
+            self._owner.stats.slots_dropped += 1
 
     async def _grant_locally(self, degraded: MemoryLimiter) -> None:
         grant = await degraded.acquire(self._provider)
@@ -354,7 +362,7 @@ class _SlotQueue:
         owner = self._owner
         try:
             sent_at = time.monotonic()
-            owner.lease_calls += 1
+            owner.stats.lease_calls += 1
             try:
                 reply = await owner.call_script(
                     self._key, self._args("lease", want, self._hold_us(sent_at))
@@ -380,14 +388,8 @@ class _SlotQueue:
     def _apply_lease(
         self, received_at: float, want: int, count: int, first_us: int, next_us: int
     ) -> None:
-        if self._down_since is not None:
-            _log.info(
-                "limiter_redis_recovered",
-                provider=self._provider,
-                down_s=round(received_at - self._down_since, 3),
-            )
-            self._down_since = None
-        self._failures = 0
+        self._outage.ok(provider=self._provider)
+        self._backoff.reset()
         self._last_local_grant = None
         # Redis's `now` happened before `received_at`: mapping it there errs late (by far
         # more than the < 1 µs by which i * stride can differ from the grid's rounding).
@@ -399,13 +401,13 @@ class _SlotQueue:
         if received_at < self._cold_until:
             kept = [t for i, t in enumerate(slots, self._cold_seq) if i % _COLD_SKIP_EVERY]
             self._cold_seq += count
-            self._owner.slots_dropped += count - len(kept)
+            self._owner.stats.slots_dropped += count - len(kept)
             slots = kept
         held = len(self._slots)
         self._slots.extend(slots)
         if slots and held and self._slots[held - 1] > slots[0]:
             self._slots = deque(sorted(self._slots))  # slots of another lane interleave
-        self._owner.slots_leased += count
+        self._owner.stats.slots_leased += count
         if count < want:
             # Leased to the look-ahead (other replicas lease too). Ask again when a full
             # batch has entered it, so each call is worth its round trip, but while the
@@ -427,22 +429,14 @@ class _SlotQueue:
 
     def _failed(self, exc: BaseException) -> bool:
         """Note a failed call; True if Redis was reachable until now."""
-        now = time.monotonic()
-        self._failures += 1
-        backoff = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (self._failures - 1))
-        self._retry_at = now + backoff * random.uniform(0.5, 1.0)
-        if self._down_since is None:
-            self._down_since = now
-            _log.warning(
-                "limiter_redis_unavailable",
-                provider=self._provider,
-                error=_describe(exc),
-                mode="degraded" if self._owner.degraded else "fail_closed",
-                slots_left=len(self._slots),
-                exc_info=not isinstance(exc, _EXPECTED_ERRORS),
-            )
-            return True
-        return False
+        self._retry_at = time.monotonic() + self._backoff.next()
+        return self._outage.failed(
+            provider=self._provider,
+            error=_describe(exc),
+            mode="degraded" if self._owner.degraded else "fail_closed",
+            slots_left=len(self._slots),
+            exc_info=not isinstance(exc, _EXPECTED_ERRORS),
+        )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

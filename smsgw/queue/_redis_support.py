@@ -1,29 +1,25 @@
 """Parts of the Redis queue that hold no connection: bookkeeping of held entries, the wire
-format, the Lua scripts, and logging an outage once."""
+format and the Lua scripts."""
 
 from __future__ import annotations
 
 import os
-import random
 import socket
-import time
-from dataclasses import dataclass, fields
-from importlib import resources
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from smsgw.counters import Counters
 from smsgw.queue.message import Message, Priority
 from smsgw.queue.sealing import QueueCipher, Undecodable
+from smsgw.redis_scripts import load_script
 
 __all__ = [
     "PRIORITIES",
-    "Backoff",
     "Codec",
     "Held",
-    "Outage",
     "RedisQueueStats",
     "Scripts",
     "default_consumer_name",
@@ -69,7 +65,7 @@ class Held:
 
 
 @dataclass(slots=True)
-class RedisQueueStats:
+class RedisQueueStats(Counters):
     """Counters since start; read by health checks, tests and benchmarks."""
 
     fetched: int = 0
@@ -81,9 +77,6 @@ class RedisQueueStats:
     undecodable: int = 0
     # Round trips to Redis made by this queue (scripts count once).
     redis_calls: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Codec:
@@ -129,51 +122,5 @@ class Scripts:
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
-        # register_script runs EVALSHA and reloads the text after NOSCRIPT (a Redis restart
-        # or SCRIPT FLUSH), so no SHA is ever cached by us.
-        folder = resources.files("smsgw.queue").joinpath("lua")
-        loaded = {
-            name: redis.register_script(folder.joinpath(f"{name}.lua").read_text())
-            for name in ("put", "fetch", "settle", "renew", "claim", "release")
-        }
-        return cls(**loaded)
-
-
-class Outage:
-    """Logs the first failure of an outage and the recovery, not every retry in between."""
-
-    def __init__(self, log: Any) -> None:
-        self._log = log
-        self._since: float | None = None
-
-    @property
-    def down(self) -> bool:
-        return self._since is not None
-
-    def failed(self, during: str, exc: BaseException) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
-            self._log.warning("redis_queue_unavailable", during=during, error=repr(exc))
-
-    def ok(self) -> None:
-        if self._since is not None:
-            seconds = round(time.monotonic() - self._since, 3)
-            self._since = None
-            self._log.info("redis_queue_recovered", after_s=seconds)
-
-
-class Backoff:
-    """Exponential delays with jitter for background retries against Redis."""
-
-    def __init__(self, base_s: float = 0.05, max_s: float = 2.0) -> None:
-        self._base_s = base_s
-        self._max_s = max_s
-        self._attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self._max_s, self._base_s * 2.0**self._attempt)
-        self._attempt += 1
-        return ceiling / 2 + random.uniform(0.0, ceiling / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
+        names = ("put", "fetch", "settle", "renew", "claim", "release")
+        return cls(**{name: load_script(redis, "smsgw.queue", f"lua/{name}.lua") for name in names})

@@ -38,15 +38,15 @@ import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
+from smsgw._aio import cancel_and_wait
 from smsgw.errors import QueueFull, SmsgwError
+from smsgw.log import Outage
 from smsgw.queue._redis_support import (
     PRIORITIES,
-    Backoff,
     Codec,
     Held,
-    Outage,
     RedisQueueStats,
     Scripts,
     default_consumer_name,
@@ -57,6 +57,8 @@ from smsgw.queue.base import Backlog
 from smsgw.queue.message import Message
 from smsgw.queue.sealing import QueueCipher, Undecodable
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_CONSUMER_IDLE_TTL_S, QUEUE_GROUP, RedisKeys
+from smsgw.redis_scripts import REDIS_FAILURES
+from smsgw.retry import Backoff
 from smsgw.settings import QueueSettings
 
 __all__ = ["QueueUnavailable", "RedisQueue", "RedisQueueStats", "default_consumer_name"]
@@ -73,8 +75,9 @@ _SETTLE_BATCH = 200
 _RENEW_LIMIT = 1000
 # How often the consumption rate that sizes prefetching is re-estimated.
 _RATE_WINDOW_S = 0.1
-
-_Failure = (RedisError, OSError)
+# Background retries against an unreachable Redis: soon after it returns, not in step.
+_RETRY_BASE_S = 0.05
+_RETRY_MAX_S = 2.0
 
 
 class QueueUnavailable(SmsgwError, RedisConnectionError):
@@ -152,7 +155,7 @@ class RedisQueue:
         self.reap_idle_s: float = QUEUE_CONSUMER_IDLE_TTL_S
         self._scripts = Scripts.register(redis)
         self._codec = Codec(cipher, self._streams)
-        self._outage = Outage(_log)
+        self._outage = Outage(_log, "redis_queue_unavailable", "redis_queue_recovered")
 
         self._buffers: tuple[deque[Held], deque[Held]] = (deque(), deque())
         self._getters: deque[asyncio.Future[Held]] = deque()
@@ -193,8 +196,8 @@ class RedisQueue:
             args += (stream_index(message.priority), self._codec.encode(message))
         try:
             accepted, total = await self._call(self._scripts.put, self._all_keys, args)
-        except _Failure as exc:
-            self._outage.failed("put", exc)
+        except REDIS_FAILURES as exc:
+            self._outage.failed(during="put", error=repr(exc))
             reachable = isinstance(exc, ResponseError)  # it answered, with an error
             detail = f"Redis refused: {exc}" if reachable else "Redis is unreachable"
             raise QueueUnavailable(detail) from exc
@@ -261,8 +264,7 @@ class RedisQueue:
             # entries it brings would stay pending on us until the visibility timeout.
             done, _ = await asyncio.wait({self._fetcher}, timeout=self._block_s + 1.0)
             if not done:
-                self._fetcher.cancel()
-                await asyncio.gather(self._fetcher, return_exceptions=True)
+                await cancel_and_wait([self._fetcher])
         await self._release([*self._buffers[0], *self._buffers[1]])
 
     async def mark_sent(self, message: Message) -> None:
@@ -282,9 +284,9 @@ class RedisQueue:
         try:
             self.stats.redis_calls += 1
             done = bool(await self._redis.exists(key))
-        except _Failure as exc:
+        except REDIS_FAILURES as exc:
             # Cannot tell: a possible duplicate beats a message never sent.
-            self._outage.failed("was_sent", exc)
+            self._outage.failed(during="was_sent", error=repr(exc))
             return False
         if done:
             self.stats.duplicates_skipped += 1
@@ -341,9 +343,7 @@ class RedisQueue:
         except TimeoutError:
             _log.warning("queue_close_unsettled", outcomes=len(self._ops))
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         for future in self._getters:
             future.cancel()
@@ -470,7 +470,7 @@ class RedisQueue:
         return min(self._batch_max, max(1, waiting + target - buffered))
 
     async def _fetch_loop(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(_RETRY_BASE_S, _RETRY_MAX_S)
         while not self._stopping:
             count = self._fetch_count()
             if count == 0:
@@ -484,8 +484,8 @@ class RedisQueue:
                 got, wait_s = await self._fetch(count)
                 if not got and wait_s > 0 and not self._stopping:
                     await self._block_read(count, wait_s)
-            except _Failure as exc:
-                self._outage.failed("fetch", exc)
+            except REDIS_FAILURES as exc:
+                self._outage.failed(during="fetch", error=repr(exc))
                 await asyncio.sleep(backoff.next())
             except Exception:
                 _log.exception("queue_fetch_bug")
@@ -590,9 +590,9 @@ class RedisQueue:
             args += (held.index, held.entry_id, held.payload)
         try:
             self.stats.released += int(await self._call(self._scripts.release, self._streams, args))
-        except _Failure as exc:
+        except REDIS_FAILURES as exc:
             # Still pending on us in Redis: claimed by another replica after the timeout.
-            self._outage.failed("release", exc)
+            self._outage.failed(during="release", error=repr(exc))
         finally:
             for held in entries:
                 self._forget(held)
@@ -600,7 +600,7 @@ class RedisQueue:
     # -- settling and renewing ----------------------------------------------------------
 
     async def _settle_loop(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(_RETRY_BASE_S, _RETRY_MAX_S)
         while True:
             if not self._ops:
                 self._settled.set()
@@ -615,9 +615,9 @@ class RedisQueue:
             batch = self._ops[:_SETTLE_LIMIT]
             try:
                 await self._settle(batch)
-            except _Failure as exc:
+            except REDIS_FAILURES as exc:
                 # Kept and retried: an outcome reported to us is never dropped.
-                self._outage.failed("settle", exc)
+                self._outage.failed(during="settle", error=repr(exc))
                 await asyncio.sleep(backoff.next())
                 continue
             except Exception:
@@ -671,8 +671,8 @@ class RedisQueue:
             for start in range(0, len(live), _RENEW_LIMIT):
                 try:
                     await self._renew(live[start : start + _RENEW_LIMIT])
-                except _Failure as exc:
-                    self._outage.failed("renew", exc)
+                except REDIS_FAILURES as exc:
+                    self._outage.failed(during="renew", error=repr(exc))
                     break
                 except Exception:
                     _log.exception("queue_renew_bug")

@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from importlib import resources
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from smsgw._aio import cancel_and_wait
 from smsgw.redis_keys import RedisKeys
+from smsgw.redis_scripts import REDIS_FAILURES, load_script
 
-__all__ = ["BEAT_INTERVAL_S", "BEAT_TTL_S", "Heartbeat", "beats"]
+__all__ = ["BEAT_INTERVAL_S", "BEAT_TTL_S", "Heartbeat", "alive", "beats"]
 
 _log = structlog.get_logger("smsgw")
 
 BEAT_INTERVAL_S = 2.0
 BEAT_TTL_S = 10.0
-_BEAT_LUA = resources.files(__package__).joinpath("beat.lua").read_text(encoding="utf-8")
 
 
 class Heartbeat:
     def __init__(self, redis: Redis, keys: RedisKeys, role: str, replica: str) -> None:
         self._redis = redis
         self._key = keys.replicas(role)
-        self._script = redis.register_script(_BEAT_LUA)
+        self._script = load_script(redis, "smsgw.replicas", "beat.lua")
         self.replica = replica
         # Replicas of this role alive at the last beat (this one included).
         self.alive = 1
@@ -43,19 +42,16 @@ class Heartbeat:
         self._task = asyncio.create_task(self._run(), name="smsgw-heartbeat")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
         # Leave the roll at once: a stopped replica is not alive for another BEAT_TTL_S.
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self._redis.zrem(self._key, self.replica)
 
     async def _run(self) -> None:
         while True:
             try:
                 await self.beat()
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 _log.warning("heartbeat_failed", detail=str(exc))
             await asyncio.sleep(BEAT_INTERVAL_S)
 
@@ -68,3 +64,14 @@ async def beats(redis: Redis, keys: RedisKeys, role: str) -> dict[str, float]:
         name, score = member[0], member[1]
         roll[name.decode() if isinstance(name, bytes) else str(name)] = float(score)
     return roll
+
+
+async def alive(redis: Redis, keys: RedisKeys, role: str) -> int:
+    """Replicas of `role` that beat within BEAT_TTL_S, judged on Redis' clock like the beats
+    themselves: a reader whose own clock is off counts the same as every other."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.zrange(keys.replicas(role), 0, -1, withscores=True)
+        (seconds, micros), members = await pipe.execute()
+    fresh = int(seconds) + int(micros) / 1_000_000 - BEAT_TTL_S
+    return sum(1 for member in members if float(member[1]) >= fresh)

@@ -1,6 +1,5 @@
-"""Our own autoscaler for queue workers: a scaling policy and a process supervisor."""
+"""`smsgw supervise`: our own autoscaler for queue workers (the policy is smsgw/scaling.py)."""
 
-from smsgw.supervise.policy import Decision, Scaler, ScalingPolicy, desired_workers
 from smsgw.supervise.supervisor import (
     Supervisor,
     SupervisorMetrics,
@@ -9,12 +8,8 @@ from smsgw.supervise.supervisor import (
 )
 
 __all__ = [
-    "Decision",
-    "Scaler",
-    "ScalingPolicy",
     "Supervisor",
     "SupervisorMetrics",
     "add_supervise_arguments",
-    "desired_workers",
     "run_supervise",
 ]

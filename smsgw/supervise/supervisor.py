@@ -1,9 +1,10 @@
 """`smsgw supervise`: our own autoscaler for queue workers, for hosts without an orchestrator.
 
-Every `interval` it reads the shared queue's backlog from Redis, asks the `Scaler` (policy.py:
-the pure policy with cooldowns) how many workers to run, and starts or retires
-`smsgw serve --role worker` processes to match. Retiring is SIGTERM to the newest ones: they
-hand back what they fetched but did not start, finish what is in flight, and exit.
+Every `interval` it reads the shared queue's backlog from Redis, asks the `Scaler`
+(smsgw/scaling.py: the pure policy with cooldowns) how many workers to run, and starts or
+retires `smsgw serve --role worker` processes (smsgw/processes.py) to match. Retiring is
+SIGTERM to the newest ones: they hand back what they fetched but did not start, finish what
+is in flight, and exit.
 
 A worker is replaced when its process exits without being asked to, or when its heartbeat
 (smsgw.replicas, in Redis) is older than BEAT_TTL_S: a hung process is SIGKILLed first. The
@@ -22,12 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import math
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,16 +43,18 @@ from prometheus_client import (
     generate_latest,
 )
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from smsgw.errors import ConfigError
-from smsgw.log import configure_logging
+from smsgw.log import Outage, configure_logging
+from smsgw.processes import ServeProcess, is_loopback, serve_argv
 from smsgw.queue.redis import RedisQueue
 from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
+from smsgw.redis_scripts import REDIS_FAILURES
 from smsgw.replicas import BEAT_TTL_S, beats
-from smsgw.settings import Settings
-from smsgw.supervise.policy import Decision, Scaler, ScalingPolicy
+from smsgw.retry import Backoff
+from smsgw.scaling import Decision, Scaler, desired_workers_gauge, pending_work
+from smsgw.settings import ScalingSettings, Settings
 
 __all__ = [
     "Supervisor",
@@ -71,6 +71,7 @@ _ROLE = "worker"
 _STARTUP_GRACE_S = 30.0
 # A worker that died before it listened (bad config, Redis unreachable at start) delays the
 # next start: 1 s, doubling up to the max, until a worker gets as far as listening.
+_BACKOFF_BASE_S = 1.0
 _BACKOFF_MAX_S = 30.0
 # On top of server.drain_timeout_s, before a stopping worker is SIGKILLed.
 _STOP_MARGIN_S = 15.0
@@ -78,7 +79,7 @@ _STOP_MARGIN_S = 15.0
 
 @dataclass(frozen=True, slots=True)
 class _Options:
-    policy: ScalingPolicy
+    scaling: ScalingSettings
     interval_s: float
     config_path: str | None
     log_level: str
@@ -110,7 +111,7 @@ def _options(settings: Settings, args: argparse.Namespace, config_path: str | No
         raise ConfigError("redis.url", "supervise reads the queue and heartbeats from Redis")
     if not settings.uses_redis(settings.queue.backend):
         raise ConfigError("queue.backend", "supervised workers need the Redis queue")
-    if not settings.clients and not _is_loopback(settings.server.host):
+    if not settings.clients and not is_loopback(settings.server.host):
         # Each worker would refuse to start (see `smsgw serve`): say so once, here.
         raise ConfigError("server.host", "without [[clients]] workers bind loopback only")
     scaling = msgspec.structs.asdict(settings.scaling)
@@ -118,7 +119,7 @@ def _options(settings: Settings, args: argparse.Namespace, config_path: str | No
         if getattr(args, key) is not None:
             scaling[key] = getattr(args, key)
     try:
-        policy = ScalingPolicy(**scaling)
+        scaling_settings = ScalingSettings(**scaling)
     except ValueError as exc:
         raise ConfigError("--min/--max", str(exc)) from exc
     if not (args.interval > 0 and math.isfinite(args.interval)):
@@ -126,15 +127,13 @@ def _options(settings: Settings, args: argparse.Namespace, config_path: str | No
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise ConfigError("--metrics-port", "must be between 0 and 65535")
     return _Options(
-        policy, args.interval, config_path, args.log_level, args.metrics_host, args.metrics_port
+        scaling_settings,
+        args.interval,
+        config_path,
+        args.log_level,
+        args.metrics_host,
+        args.metrics_port,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def heartbeat_silence(
@@ -154,11 +153,7 @@ def heartbeat_silence(
 class SupervisorMetrics:
     def __init__(self) -> None:
         registry = self.registry = CollectorRegistry()
-        self.desired = Gauge(
-            "smsgw_desired_workers",
-            "Queue workers the scaling policy asks for now (before cooldowns)",
-            registry=registry,
-        )
+        self.desired = desired_workers_gauge(registry)
         self.workers = Gauge(
             "smsgw_supervised_workers",
             "Worker processes this supervisor runs (not counting those draining to stop)",
@@ -188,37 +183,11 @@ class SupervisorMetrics:
         )
 
 
-class _Worker:
+class _Worker(ServeProcess):
     def __init__(self, argv: list[str], port_file: Path) -> None:
-        port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([*argv, "--port-file", str(port_file)])
-        self.pid = self.proc.pid
+        super().__init__(argv, port_file)
         # What its heartbeat is called (smsgw.audit.default_replica_name, run in the child).
         self.name = f"{socket.gethostname()}:{self.pid}"
-        self.port_file = port_file
-        self.started_at = time.monotonic()
-        self.stop_deadline = math.inf
-
-    @property
-    def running_s(self) -> float:
-        return time.monotonic() - self.started_at
-
-    def exited(self) -> bool:
-        return self.proc.poll() is not None
-
-    def listened(self) -> bool:
-        """Got through its start-up: `smsgw serve` writes the port file once listening."""
-        return self.port_file.exists()
-
-    def terminate(self, timeout_s: float) -> None:
-        if not self.exited():
-            self.proc.send_signal(signal.SIGTERM)
-        self.stop_deadline = time.monotonic() + timeout_s
-
-    def kill(self) -> None:
-        if not self.exited():
-            self.proc.kill()
-        self.stop_deadline = math.inf  # nothing more to do than wait
 
 
 class Supervisor:
@@ -228,15 +197,16 @@ class Supervisor:
         self._settings = settings
         self._options = options
         self._keys = RedisKeys(settings.redis.key_prefix)
-        self._scaler = Scaler(options.policy, options.policy.min_workers)
+        self._scaler = Scaler(options.scaling, options.scaling.min_workers)
         self.metrics = SupervisorMetrics()
         self._workers: list[_Worker] = []  # oldest first
         self._retiring: list[_Worker] = []
         self._stop_timeout_s = settings.server.drain_timeout_s + _STOP_MARGIN_S
         # Since when Redis has answered every call (None: it did not answer the last one).
         self._redis_ok_since: float | None = None
-        self._redis_down = False
-        self._failed_starts = 0
+        self._redis = Outage(_log, "redis_unreachable", "redis_reachable")
+        # Delays starts after workers that died before they listened.
+        self._start_backoff = Backoff(_BACKOFF_BASE_S, _BACKOFF_MAX_S, jitter="none")
         self._start_not_before = 0.0
         self._dead: list[str] = []  # heartbeat names of replaced workers, to take off the roll
         self._seq = 0
@@ -262,8 +232,8 @@ class Supervisor:
             _log.error("metrics_bind_failed", port=self._options.metrics_port, detail=str(exc))
             await redis.aclose()
             return 2
-        policy = self._options.policy
-        _log.info("supervisor_started", min=policy.min_workers, max=policy.max_workers)
+        scaling = self._options.scaling
+        _log.info("supervisor_started", min=scaling.min_workers, max=scaling.max_workers)
         with tempfile.TemporaryDirectory(prefix="smsgw-supervise-") as tmp:
             self._tmp, self._argv = Path(tmp), self._worker_argv()
             try:
@@ -285,19 +255,16 @@ class Supervisor:
     async def _tick(self, redis: Redis, queue: RedisQueue) -> None:
         self._reap_retiring()
         for worker in [w for w in self._workers if w.exited()]:
-            self._replace(worker, "exited", exit_code=worker.proc.returncode)
+            self._replace(worker, "exited", exit_code=worker.returncode)
         try:
             await self._check_heartbeats(redis)
             decision = await self._decide(queue)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             # No decision: the fleet stays as it is until Redis answers again.
-            if not self._redis_down:
-                _log.warning("redis_unreachable", detail=str(exc), workers=len(self._workers))
-            self._redis_ok_since, self._redis_down = None, True
+            self._redis.failed(detail=str(exc), workers=len(self._workers))
+            self._redis_ok_since = None
         else:
-            if self._redis_down:
-                _log.info("redis_reachable")
-            self._redis_down = False
+            self._redis.ok()
             if self._redis_ok_since is None:
                 self._redis_ok_since = time.monotonic()
             self.metrics.desired.set(decision.desired)
@@ -305,9 +272,7 @@ class Supervisor:
         self._resize()
 
     async def _decide(self, queue: RedisQueue) -> Decision:
-        parts = [p for p in await queue.backlog() if p.part != "delayed"]
-        backlog = sum(p.messages for p in parts)
-        oldest = max((p.oldest_age_s for p in parts), default=0.0)
+        backlog, oldest = pending_work(await queue.backlog())
         self.metrics.backlog.set(backlog)
         self.metrics.oldest_age.set(oldest)
         before = self._scaler.current
@@ -352,11 +317,9 @@ class Supervisor:
         self.metrics.restarts.labels(reason).inc()
         _log.warning("worker_restarted", reason=reason, pid=worker.pid, **detail)
         if not worker.listened():
-            self._failed_starts += 1
-            delay = min(2.0 ** (self._failed_starts - 1), _BACKOFF_MAX_S)
-            self._start_not_before = time.monotonic() + delay
+            self._start_not_before = time.monotonic() + self._start_backoff.next()
         else:
-            self._failed_starts = 0
+            self._start_backoff.reset()
 
     def _resize(self) -> None:
         target = self._scaler.current
@@ -381,12 +344,11 @@ class Supervisor:
         _log.info("worker_started", pid=worker.pid, workers=len(self._workers))
 
     def _reap_retiring(self) -> None:
-        now = time.monotonic()
         for worker in list(self._retiring):
             if worker.exited():
                 self._retiring.remove(worker)
-                _log.info("worker_retired", pid=worker.pid, exit_code=worker.proc.returncode)
-            elif now > worker.stop_deadline:
+                _log.info("worker_retired", pid=worker.pid, exit_code=worker.returncode)
+            elif worker.overdue():
                 _log.error("worker_kill", pid=worker.pid, reason="stop timeout")
                 worker.kill()
 
@@ -405,8 +367,7 @@ class Supervisor:
             _log.error("worker_not_stopped", pid=worker.pid)
 
     def _worker_argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "smsgw", "serve", "--role", _ROLE, "--port", "0"]
-        argv += ["--log-level", self._options.log_level]
+        argv = serve_argv("--role", _ROLE, "--port", "0", "--log-level", self._options.log_level)
         if self._options.config_path is not None:
             argv += ["--config", self._options.config_path]
         return argv

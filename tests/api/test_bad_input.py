@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from smsgw.api import middleware
-from smsgw.api.keys import AUDIT
+from smsgw.app_keys import AUDIT
 from tests.helpers import app_client, read_sms
 
 PHONE = "+14155550100"

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import smsgw.app
-from smsgw.api.keys import STATE
+from smsgw.app_keys import STATE
 from tests.helpers import make_settings, read_sms
 
 PHONE = "+14155550100"

@@ -4,13 +4,14 @@ dispatches; both beat into the replica roll."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from smsgw.api.keys import HEARTBEAT
+from smsgw.app_keys import HEARTBEAT
 from smsgw.errors import ConfigError
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import Heartbeat, beats
@@ -83,4 +84,39 @@ async def test_replicas_beat_into_the_roll_and_leave_it_on_stop(
     assert set(await beats(redis, keys, "worker")) == {"other-host:1"}
     await other.stop()
     assert await beats(redis, keys, "worker") == {}
+    await redis.aclose()
+
+
+async def test_workers_alive_are_counted_on_redis_clock(
+    aiohttp_client: Any, sms_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # smsgw_desired_workers asks for one more worker than are alive when the oldest message
+    # waits too long; an API replica whose clock runs a minute ahead of Redis' must still
+    # count the worker that beat just now.
+    from smsgw.api import metrics as metrics_module
+
+    class AheadClock:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() + 60.0
+
+    redis = Redis.from_url(redis_url)
+    worker = Heartbeat(redis, RedisKeys(), "worker", "other-host:1")
+    await worker.beat()
+    api = await app_client(
+        aiohttp_client,
+        sms_path,
+        redis={"url": redis_url},
+        server={"role": "api"},
+        scaling={"min_workers": 0, "max_workers": 4, "max_age_s": 0.01},
+    )
+    assert (await api.post("/v1/messages", json={"to": PHONE, "body": "waits"})).status == 202
+    await asyncio.sleep(0.05)  # older than max_age_s, and nobody sends it
+    monkeypatch.setattr(metrics_module, "time", AheadClock)
+    text = await (await api.get("/metrics")).text()
+    desired = [line for line in text.splitlines() if line.startswith("smsgw_desired_workers ")]
+    assert desired == ["smsgw_desired_workers 2.0"]  # the one alive worker, plus one
+    await worker.stop()
     await redis.aclose()

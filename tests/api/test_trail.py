@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bench.fake_provider import FakeTwilio, Faults
-from smsgw.api.keys import AUDIT
+from smsgw.app_keys import AUDIT
 from smsgw.audit import AuditEvent, open_store
 from smsgw.settings import AuditSettings
 from tests.api.test_messages import twilio_provider

@@ -22,8 +22,9 @@ from yarl import URL
 
 from bench.fake_provider import DEFAULT_AUTH_TOKEN, FakeTwilio
 from bench.vonage_shapes import VonageAccount
-from smsgw.api.keys import AUDIT, RECEIPT_TAGS, RECEIPTS
+from smsgw.api.keys import RECEIPTS
 from smsgw.app import create_app
+from smsgw.app_keys import AUDIT, RECEIPT_TAGS
 from smsgw.providers import OutgoingSms, ReceiptTagger, build_provider
 from smsgw.providers.receipt_tags import receipt_keys
 from smsgw.providers.twilio import request_signature

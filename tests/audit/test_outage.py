@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from aiobotocore.session import get_session
 
-from smsgw.api.keys import AUDIT
+from smsgw.app_keys import AUDIT
 from smsgw.audit import open_store
 from smsgw.settings import AuditSettings
 from tests.helpers import app_client, wait_sms

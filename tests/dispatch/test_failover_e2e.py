@@ -19,7 +19,7 @@ import pytest
 from bench.airtel_shapes import AirtelAccount
 from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeProvider, Faults
 from bench.vonage_shapes import VonageAccount
-from smsgw.api.keys import ROUTER
+from smsgw.app_keys import ROUTER
 from tests.helpers import app_client
 
 pytestmark = pytest.mark.timeout(60)

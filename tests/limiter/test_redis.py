@@ -94,9 +94,8 @@ def _replica(url: str, settings: LimiterSettings, duration_s: float, start: Any,
         finally:
             await limiter.close()
             await client.aclose()
-        return ReplicaResult(
-            grants, limiter.lease_calls, limiter.slots_leased, limiter.slots_dropped
-        )
+        stats = limiter.stats
+        return ReplicaResult(grants, stats.lease_calls, stats.slots_leased, stats.slots_dropped)
 
     start.wait()
     out.put(asyncio.run(main()))
@@ -367,7 +366,7 @@ async def test_unreachable_redis_fails_closed(
     limiter = await _limiter(f"redis://127.0.0.1:{free_port()}/0", clients, limiters)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(limiter.acquire(PROVIDER), 0.5)
-    assert limiter.slots_leased == 0
+    assert limiter.stats.slots_leased == 0
 
 
 async def test_unlimited_providers_never_touch_redis(
@@ -385,7 +384,7 @@ async def test_unlimited_providers_never_touch_redis(
     await limiter.pause("console", 0.2)  # a throttle answer still pauses it, locally
     await asyncio.wait_for(limiter.acquire("console"), 1)
     assert time.monotonic() - started >= 0.18
-    assert limiter.lease_calls == 0
+    assert limiter.stats.lease_calls == 0
 
 
 async def test_cancelled_waiters_do_not_break_the_lane(

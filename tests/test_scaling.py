@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from smsgw.scaling import Decision, Scaler, desired_workers
 from smsgw.settings import ScalingSettings, parse_settings
-from smsgw.supervise import Decision, Scaler, ScalingPolicy, desired_workers
 
 # Round numbers: 1000 messages per worker by backlog; 100/s x 20 s = 2000 by drain time.
-POLICY = ScalingPolicy(
+POLICY = ScalingSettings(
     min_workers=1,
     max_workers=5,
     backlog_per_worker=1000,
@@ -101,11 +101,11 @@ def test_min_floor_holds_under_any_input() -> None:
 
 def test_policy_is_the_scaling_section() -> None:
     settings = parse_settings({"scaling": {"min_workers": 2, "max_workers": 7}}, env={})
-    policy = ScalingPolicy(**msgspec.structs.asdict(settings.scaling))
+    policy = ScalingSettings(**msgspec.structs.asdict(settings.scaling))
     assert policy == settings.scaling
     assert isinstance(policy, ScalingSettings)
     with pytest.raises(ValueError, match="min_workers"):
-        ScalingPolicy(min_workers=3, max_workers=2)
+        ScalingSettings(min_workers=3, max_workers=2)
 
 
 # -- Scaler: cooldowns ------------------------------------------------------------------
