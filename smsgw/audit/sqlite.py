@@ -32,9 +32,9 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AuditEvent)
 
 # A rowid table, not WITHOUT ROWID: events (~300 bytes of JSON each) are too large for a
-# table stored in its primary key's B-tree; with a rowid, inserting costs a third of the CPU
-# (12 against 35 µs per event, bench/RESULTS.md). Files made before keep their layout; both
-# answer the same statements.
+# table stored in its primary key's B-tree; with a rowid, inserting costs well under half the
+# CPU (14.7 against 39.5 µs per event, bench/sqlite_layout.py in bench/RESULTS.md). Files
+# made before keep their layout; both answer the same statements.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_events (
     message_id   TEXT NOT NULL,
