@@ -1,0 +1,110 @@
+"""Imports run one way only, and no import circle exists: read from the source, with the
+imports made only for type checking counted too (a circle of those is still a circle).
+
+A layer may import the layers below it; the packages of one layer are independent of each
+other. A new top-level module or package must be placed here.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import smsgw
+
+ROOT = Path(smsgw.__file__).parent
+
+LAYERS: list[set[str]] = [
+    {"__main__"},
+    {"cli"},
+    {"app", "supervise", "workers"},  # wire concrete backends together; run processes
+    {"api"},
+    {"app_keys"},  # what the app factory stores, read by the handlers
+    {"otp", "dispatch"},
+    {"queue", "limiter", "providers", "audit", "replicas", "scaling"},
+    # Shared helpers, written once.
+    {"_aio", "counters", "log", "phone", "processes", "redis_keys", "redis_scripts", "retry"},
+    {"settings"},
+    {"errors"},
+]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        parts = ("smsgw", *path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                # `from smsgw.api import keys` imports the module smsgw.api.keys.
+                yield f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+
+
+def _graph() -> dict[str, set[str]]:
+    return {
+        name: {d for d in _imports(name, path) if d in MODULES and d != name}
+        for name, path in MODULES.items()
+    }
+
+
+def _top(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_every_top_level_part_has_a_layer() -> None:
+    placed = set().union(*LAYERS)
+    tops = {_top(name) for name in MODULES} - {""}
+    assert tops <= placed, f"place these in LAYERS: {sorted(tops - placed)}"
+
+
+def test_imports_run_down_the_layers() -> None:
+    layer = {part: index for index, parts in enumerate(LAYERS) for part in parts}
+    wrong = [
+        f"{name} imports {dep}"
+        for name, deps in _graph().items()
+        for dep in deps
+        if _top(name) and _top(dep) and _top(name) != _top(dep)
+        if layer[_top(dep)] <= layer[_top(name)]
+    ]
+    assert wrong == []
+
+
+def test_no_import_circle() -> None:
+    graph = _graph()
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                circles.append([*path[path.index(dep) :], dep])
+            elif dep not in state:
+                visit(dep)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert circles == []
