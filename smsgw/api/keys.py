@@ -20,9 +20,3 @@ IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
 QUOTAS = web.AppKey("quotas", Quotas)
 RECEIPTS = web.AppKey("receipts", SeenReceipts)
 GEO = web.AppKey("geo", GeoPermissions)
-
-# Until api/webhooks.py and api/otp.py import them from where they now live.
-from smsgw.api.metrics import METRICS  # noqa: E402
-from smsgw.app_keys import AUDIT, OTP, RECEIPT_TAGS, SETTINGS  # noqa: E402
-
-__all__ += ["AUDIT", "METRICS", "OTP", "RECEIPT_TAGS", "SETTINGS"]

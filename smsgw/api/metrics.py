@@ -135,7 +135,7 @@ class _StatsCollector(Collector):
             audit = CounterMetricFamily(
                 "smsgw_audit_events", "Audit events by what happened to them", labels=["result"]
             )
-            for name, value in app[AUDIT].stats.as_dict().items():
+            for name, value in app[AUDIT].stats.items():
                 audit.add_metric([name], value)
             yield audit
         if DISPATCHER in app:

@@ -6,11 +6,12 @@ from aiohttp import web
 
 from smsgw.api.destinations import parse_destination
 from smsgw.api.inputs import decode_json
-from smsgw.api.keys import METRICS, OTP
+from smsgw.api.metrics import METRICS
 from smsgw.api.problems import Problem
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response, rfc3339
 from smsgw.api.schemas import OtpStartBody, OtpVerifyBody
+from smsgw.app_keys import OTP
 from smsgw.errors import (
     MaxAttemptsReached,
     QueueFull,

@@ -20,8 +20,9 @@ from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from smsgw.api.inputs import decode_json, form_body, header_bytes, read_body
-from smsgw.api.keys import AUDIT, RECEIPTS, ROUTER
+from smsgw.api.keys import RECEIPTS
 from smsgw.api.problems import Problem
+from smsgw.app_keys import AUDIT, ROUTER
 from smsgw.errors import ReceiptRefused
 from smsgw.providers import Provider
 

@@ -34,16 +34,19 @@ import contextlib
 import os
 import socket
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from smsgw._aio import cancel_and_wait
 from smsgw.audit.base import AuditStore
 from smsgw.audit.events import AuditEvent, EventKind
 from smsgw.audit.spool import Spool
+from smsgw.counters import Counters
 from smsgw.errors import AuditUnavailable
+from smsgw.retry import Backoff
 from smsgw.settings import AuditSettings
 
 __all__ = ["AuditStats", "AuditWriter", "default_replica_name"]
@@ -70,7 +73,7 @@ def default_replica_name() -> str:
 
 
 @dataclass(slots=True)
-class AuditStats:
+class AuditStats(Counters):
     recorded: int = 0
     stored: int = 0
     spooled: int = 0
@@ -81,9 +84,6 @@ class AuditStats:
     store_failures: int = 0
     # Spool writes that failed: those events are held in memory instead.
     spool_failures: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(eq=False, slots=True)
@@ -298,8 +298,7 @@ class AuditWriter:
                     waiting, timeout=max(deadline - loop.time(), 0.0), return_when="FIRST_COMPLETED"
                 )
             if not stored.done():
-                stored.cancel()
-                await asyncio.gather(stored, return_exceptions=True)
+                await cancel_and_wait([stored])
             if stored.cancelled():
                 why = "at close" if give_up.done() else f"after {WRITE_TIMEOUT_S:.0f}s"
                 raise TimeoutError(f"audit store write unconfirmed {why}")
@@ -393,17 +392,17 @@ class AuditWriter:
             await self._spool_or_keep(batch)
 
     async def _replay_loop(self) -> None:
-        delay = RETRY_BASE_S
+        backoff = Backoff(RETRY_BASE_S, RETRY_MAX_S, jitter="none")
         while True:
             await self._spooled.wait()
             try:
                 await self._replay()
             except AuditUnavailable as exc:
+                delay = backoff.next()
                 _log.info("audit_replay_waiting", detail=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
             else:
-                delay = RETRY_BASE_S
+                backoff.reset()
 
     async def _replay(self) -> None:
         """Write every spooled segment to the store, oldest first; clears `_spooled` once the

@@ -267,7 +267,7 @@ class AbuseSettings(Section, frozen=True, kw_only=True):
 
 
 class ScalingSettings(Section, frozen=True, kw_only=True):
-    """How many queue workers a backlog needs (smsgw/supervise/policy.py explains it):
+    """How many queue workers a backlog needs (smsgw/scaling.py explains it):
     followed by `smsgw supervise`, published as smsgw_desired_workers."""
 
     min_workers: NonNegativeInt = 1
