@@ -28,15 +28,16 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Protocol
 
 import structlog
 from redis.asyncio import Redis
 
 from smsgw.errors import TooManyFailedChecks, TooManySends
+from smsgw.otp.redis_store import script_now
 from smsgw.phone import PhoneNumber
 from smsgw.redis_keys import RedisKeys
+from smsgw.redis_scripts import load_script
 from smsgw.settings import AbuseSettings
 
 __all__ = [
@@ -170,16 +171,11 @@ class MemoryAbuseCounters:
         self._values[key] = (self._value(key, now) + 1, now + ttl_s)
 
 
-def _lua(name: str) -> str:
-    return resources.files("smsgw.otp").joinpath("lua", f"{name}.lua").read_text()
-
-
 class RedisAbuseCounters:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        # register_script re-sends the source after NOSCRIPT: never cache a SHA ourselves.
-        self._admit = redis.register_script(_lua("pumping_admit"))
-        self._uncount = redis.register_script(_lua("pumping_uncount"))
+        self._admit = load_script(redis, "smsgw.otp", "lua/pumping_admit.lua")
+        self._uncount = load_script(redis, "smsgw.otp", "lua/pumping_uncount.lua")
 
     async def admit(
         self, scopes: Sequence[PumpingScope], rule: PumpingRule, exempt: str | None
@@ -257,18 +253,21 @@ class MemoryFailedChecks:
 
 
 class RedisFailedChecks:
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    """Failed checks in Redis, on Redis' clock (see RedisOtpStore: `now` is used only with
+    `trust_caller_time`)."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, trust_caller_time: bool = False) -> None:
         self._redis = redis
         self._keys = keys
-        self._reserve = redis.register_script(_lua("failed_check"))
+        self._trust_caller_time = trust_caller_time
+        self._reserve = load_script(redis, "smsgw.otp", "lua/failed_check.lua")
 
     async def reserve(
         self, phone: str, now: float, window_s: float, limit: int
     ) -> tuple[str | None, float]:
-        token = f"{now:.6f}:{os.urandom(8).hex()}"
-        reply = await self._reserve(
-            keys=[self._keys.failed_checks(phone)], args=[repr(now), window_s, limit, token]
-        )
+        token = os.urandom(8).hex()
+        args: list[str | float] = [script_now(now, self._trust_caller_time), window_s, limit, token]
+        reply = await self._reserve(keys=[self._keys.failed_checks(phone)], args=args)
         if int(reply[0]) == 1:
             return token, 0.0
         return None, float(reply[1])

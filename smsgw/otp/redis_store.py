@@ -1,33 +1,37 @@
 """OTP state in Redis, shared by every replica, with the memory store's semantics.
 
 Each read-then-write is one Lua script (files in lua/), so the attempt cap and the send
-policy hold however many replicas receive the requests. Every key expires with its
-verification or its send window: nothing needs sweeping.
+policy hold however many replicas receive the requests. The scripts judge time on Redis'
+clock (TIME), so replicas whose own clocks disagree still agree on cooldowns, windows and
+expiry; the `now` the protocol passes is used only with `trust_caller_time` (tests that drive
+time). Every key expires with its verification or its send window: nothing needs sweeping.
 """
 
 from __future__ import annotations
-
-from importlib import resources
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from smsgw.otp.store import AttemptResult, SendPolicy, SendReservation, Verification
 from smsgw.redis_keys import RedisKeys
+from smsgw.redis_scripts import load_script
 
-__all__ = ["RedisOtpStore"]
+__all__ = ["RedisOtpStore", "script_now"]
 
 
 def _script(redis: Redis, name: str) -> AsyncScript:
-    source = resources.files("smsgw.otp").joinpath("lua", f"{name}.lua").read_text()
-    # register_script re-sends the source after NOSCRIPT (a flush or a failover): never
-    # cache a SHA ourselves.
-    return redis.register_script(source)
+    return load_script(redis, "smsgw.otp", f"lua/{name}.lua")
+
+
+def script_now(now: float, trust_caller_time: bool) -> str:
+    """The `now` argument of the OTP scripts: empty (Redis' clock) unless a test drives time."""
+    return repr(now) if trust_caller_time else ""
 
 
 class RedisOtpStore:
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, *, trust_caller_time: bool = False) -> None:
         self._keys = keys
+        self._trust_caller_time = trust_caller_time
         self._verification_prefix = keys.verification("")
         self._reserve_send = _script(redis, "reserve_send")
         self._save = _script(redis, "save")
@@ -40,7 +44,7 @@ class RedisOtpStore:
         reply = await self._reserve_send(
             keys=[self._keys.sends(phone)],
             args=[
-                repr(now),
+                script_now(now, self._trust_caller_time),
                 policy.window_s,
                 policy.cooldown_s,
                 policy.max_sends,
@@ -49,7 +53,7 @@ class RedisOtpStore:
             ],
         )
         if int(reply[0]) == 1:
-            return SendReservation(True, 0.0, float(reply[1]))
+            return SendReservation(True, 0.0, float(reply[1]), sent_at=float(reply[2]))
         return SendReservation(False, float(reply[1]), 0.0, _text(reply[2]))
 
     async def release_send(self, phone: str, at: float) -> None:
@@ -106,7 +110,14 @@ class RedisOtpStore:
         else:
             return AttemptResult("not_found")
         reply = await self._reserve_attempt(
-            keys=[key], args=[kind, self._verification_prefix, client, repr(now), *args]
+            keys=[key],
+            args=[
+                kind,
+                self._verification_prefix,
+                client,
+                script_now(now, self._trust_caller_time),
+                *args,
+            ],
         )
         outcome = _text(reply[0])
         if outcome == "reserved":

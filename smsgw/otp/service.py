@@ -136,7 +136,7 @@ class OtpService:
             # the user may still be holding. Shielded, so a second cancellation cannot stop
             # the undo half-way.
             undo = self._undo_start(
-                phone.e164, now, ticket, verification if saving else None, replaced
+                phone.e164, reservation.sent_at, ticket, verification if saving else None, replaced
             )
             await asyncio.shield(undo)
             raise

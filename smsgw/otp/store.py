@@ -1,7 +1,9 @@
-"""Where verifications and per-number send history live: the protocol, and the memory store.
+"""Where verifications and per-number send history live: the protocol, and the memory store
+(the Redis one, shared by replicas, is redis_store.py).
 
-Every method that reads and then writes does so without an await in between, so each is
-atomic on the event loop; a Redis store must give the same guarantees with Lua.
+Every method of the memory store that reads and then writes does so without an await in
+between, so each is atomic on the event loop; the Redis store gives the same guarantees with
+Lua, and judges time on Redis' clock instead of the `now` passed in.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class SendReservation:
     retry_after_s: float  # when refused: wait this long
     next_send_at: float  # when allowed: earliest time of the next send to this number
     reason: str = ""
+    # When allowed: the time the send was recorded at (release_send takes it back).
+    sent_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +68,12 @@ class AttemptResult:
 
 class OtpStore(Protocol):
     async def reserve_send(self, phone: str, now: float, policy: SendPolicy) -> SendReservation:
-        """Check the send policy for `phone` and, if allowed, record a send at `now`."""
+        """Check the send policy for `phone` and, if allowed, record a send at `now` (the
+        Redis store: at Redis' time); the reservation says when (`sent_at`)."""
 
     async def release_send(self, phone: str, at: float) -> None:
-        """Forget the send recorded at `at` (the message could not be queued)."""
+        """Forget the send recorded at `at`, a reservation's `sent_at` (the message could not
+        be queued)."""
 
     async def save(self, verification: Verification) -> Verification | None:
         """Store it as the one pending verification of (client, phone); return the replaced one."""
@@ -128,7 +134,7 @@ class MemoryOtpStore:
             next_send_at = max(next_send_at, oldest + policy.window_s)
         if policy.daily_max is not None and len(sends) >= policy.daily_max:
             next_send_at = max(next_send_at, sends[0] + policy.daily_window_s)
-        return SendReservation(True, 0.0, next_send_at)
+        return SendReservation(True, 0.0, next_send_at, sent_at=now)
 
     async def release_send(self, phone: str, at: float) -> None:
         sends = self._sends.get(phone)

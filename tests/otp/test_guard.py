@@ -7,6 +7,7 @@ is exempt; the memory state is swept."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -51,7 +52,13 @@ async def make_guard(request: pytest.FixtureRequest) -> AsyncIterator[object]:
             counters = MemoryAbuseCounters(clock)
             return AbuseGuard(abuse, counters, MemoryFailedChecks(), keys, clock)
         return AbuseGuard(
-            abuse, RedisAbuseCounters(redis), RedisFailedChecks(redis, keys), keys, clock
+            # Time driven by the test's clock (the replicas' own read Redis' clock: see
+            # test_failed_checks_are_counted_on_redis_clock).
+            abuse,
+            RedisAbuseCounters(redis),
+            RedisFailedChecks(redis, keys, trust_caller_time=True),
+            keys,
+            clock,
         )
 
     yield make
@@ -242,3 +249,25 @@ async def test_the_memory_sweep_forgets_failed_checks_and_marks_that_aged_out() 
     clock.now += 2 * 86_400
     assert guard.sweep() == 102  # the marks, and the start's two day counters
     assert len(counters) == 0
+
+
+async def test_failed_checks_are_counted_on_redis_clock(redis_url: str) -> None:
+    # Two replicas whose clocks are more than the window apart share one lock: the script
+    # reads Redis' TIME, not the `now` a replica passes.
+    redis = Redis.from_url(redis_url)
+    keys = RedisKeys("guard-skew:")
+    abuse = AbuseSettings(failed_checks_per_number=2, failed_check_window_s=3600)
+
+    def replica(offset_s: float) -> AbuseGuard:
+        clock = Clock(time.time() + offset_s)
+        failed = RedisFailedChecks(redis, keys)  # as the replicas make it
+        return AbuseGuard(abuse, RedisAbuseCounters(redis), failed, keys, clock)
+
+    on_time, ahead = replica(0.0), replica(3700.0)
+    phone = "+14155550100"
+    await on_time.reserve_check(phone)
+    await on_time.reserve_check(phone)
+    with pytest.raises(TooManyFailedChecks) as locked:
+        await ahead.reserve_check(phone)
+    assert 3590 <= locked.value.retry_after_s <= 3600
+    await redis.aclose()

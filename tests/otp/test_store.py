@@ -29,7 +29,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[OtpStore]:
         yield MemoryOtpStore()
         return
     redis = Redis.from_url(request.getfixturevalue("redis_url"))
-    yield RedisOtpStore(redis, RedisKeys("test:"))
+    # These tests drive time through the `now` arguments; the replicas' own store reads
+    # Redis' clock (test_redis_store_judges_sends_and_expiry_on_redis_clock).
+    yield RedisOtpStore(redis, RedisKeys("test:"), trust_caller_time=True)
     await redis.aclose()
 
 
@@ -368,3 +370,31 @@ async def test_sweep_keeps_a_send_history_as_long_as_the_daily_cap_needs_it() ->
     assert store.sweep(T0 + 3600, policy) == 0  # an hour on: the day still counts them
     assert (await store.reserve_send(PHONE, T0 + 3600, policy)).reason == "daily-cap"
     assert store.sweep(T0 + 4 + 86_400, policy) == 1  # a day after the last: gone
+
+
+# --- Redis' clock, not the replica's ------------------------------------------------------
+
+
+async def test_redis_store_judges_sends_and_expiry_on_redis_clock(redis_url: str) -> None:
+    # Two replicas whose clocks are an hour apart see the same sends and the same expiry:
+    # the scripts read Redis' TIME, the `now` a replica passes is not trusted.
+    redis = Redis.from_url(redis_url)
+    store = RedisOtpStore(redis, RedisKeys("skew:"))
+    now = time.time()
+    first = await store.reserve_send(PHONE, now, POLICY)
+    assert first.allowed
+    # An hour later by its own clock, a second replica is still inside the 30 s cooldown.
+    again = await store.reserve_send(PHONE, now + 3600, POLICY)
+    assert not again.allowed
+    assert again.reason == "resend-cooldown"
+    # The recorded send is released by the time the store reported, whatever clock asks.
+    await store.release_send(PHONE, first.sent_at)
+    assert (await store.reserve_send(PHONE, now - 3600, POLICY)).allowed
+    # Made to live 600 s: neither a replica far ahead nor one far behind changes that.
+    await store.save(verification(expires_at=now + 600))
+    ahead = await store.reserve_attempt("app", now + 3600, verification_id="otp_1", phone=None)
+    assert ahead.outcome == "reserved"
+    await store.save(verification("otp_2", phone=OTHER_PHONE, expires_at=now - 1))
+    behind = await store.reserve_attempt("app", now - 3600, verification_id="otp_2", phone=None)
+    assert behind.outcome == "not_found"
+    await redis.aclose()

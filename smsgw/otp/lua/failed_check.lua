@@ -2,9 +2,11 @@
 -- replicas, like the per-verification attempt cap: a check reserves a slot before its code
 -- is compared, and gives it back if the code was right.
 -- KEYS[1] sorted set of failed (or pending) checks of one number, scored by time (s)
--- ARGV: now (s), window (s), max failures, member (unique id of this check)
+-- ARGV: now (s; empty: Redis' clock, the one every replica shares; tests pass one to drive
+-- time), window (s), max failures, member (unique id of this check)
 -- Reply: {1} reserved; {0, retry_after} refused (the oldest failure must age out first).
-local now = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(ARGV[1]) or (tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
 local window = tonumber(ARGV[2])
 local max_failures = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.6f', now - window + 0.000001))

@@ -1,9 +1,12 @@
 -- Check the per-number send policy and, if allowed, record one send. Atomic across replicas.
 -- KEYS[1] sorted set of send times for one number
--- ARGV: now (s), window (s), cooldown (s), max sends, daily max (0: none), daily window (s)
--- Reply: {1, next_send_at} when recorded; {0, retry_after, reason} when refused.
+-- ARGV: now (s; empty: Redis' clock), window (s), cooldown (s), max sends, daily max (0: none),
+-- daily window (s). Every replica passes an empty now, so all judge on the one clock they
+-- share, whatever their own say; tests pass one to drive time.
+-- Reply: {1, next_send_at, sent_at} when recorded; {0, retry_after, reason} when refused.
 -- Times go out as "%.6f" strings: tostring() keeps only 14 significant digits.
-local now = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(ARGV[1]) or (tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
 local window = tonumber(ARGV[2])
 local cooldown = tonumber(ARGV[3])
 local max_sends = tonumber(ARGV[4])
@@ -34,7 +37,6 @@ if daily_max > 0 and count >= daily_max then
 end
 local stamp = string.format('%.6f', now)
 -- Members must be unique even for two sends in the same microsecond (cooldown 0).
-local clock = redis.call('TIME')
 redis.call('ZADD', KEYS[1], stamp, stamp .. ':' .. clock[1] .. clock[2] .. ':' .. count)
 redis.call('PEXPIRE', KEYS[1], math.ceil(kept * 1000))
 local next_send_at = now + cooldown
@@ -46,4 +48,4 @@ if daily_max > 0 and count + 1 >= daily_max then
   local oldest = (#first > 0) and tonumber(first[2]) or now
   next_send_at = math.max(next_send_at, oldest + day)
 end
-return {1, string.format('%.6f', next_send_at)}
+return {1, string.format('%.6f', next_send_at), stamp}
