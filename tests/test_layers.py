@@ -24,7 +24,18 @@ LAYERS: list[set[str]] = [
     {"otp", "dispatch"},
     {"queue", "limiter", "providers", "audit", "replicas", "scaling"},
     # Shared helpers, written once.
-    {"_aio", "counters", "log", "phone", "processes", "redis_keys", "redis_scripts", "retry"},
+    {
+        "_aio",
+        "counters",
+        "log",
+        "phone",
+        "processes",
+        "redis_keys",
+        "redis_scripts",
+        "retry",
+        "segments",
+        "transport",  # our HTTP client for providers: imports only errors
+    },
     {"settings"},
     {"errors"},
 ]
