@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
         "transport",  # our HTTP client for providers: imports only errors
     },
     {"settings"},
+    {"validation"},  # reads msgspec's errors for the settings loader and the API
     {"errors"},
 ]
 

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 import structlog
 
 from smsgw.errors import ProviderError
-from smsgw.providers import registry
 from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.providers.receipts import Receipt, ReceiptRequest
 from smsgw.settings import ProviderSettings
 
-__all__ = ["OutgoingSms", "Provider", "SendReceipt"]
+__all__ = [
+    "OutgoingSms",
+    "Provider",
+    "SendReceipt",
+    "kind_of",
+    "provider_class",
+    "providers_by_kind",
+]
 
 _log = structlog.get_logger("smsgw.providers")
 
@@ -43,7 +51,7 @@ class Provider(ABC):
     Subclasses implement `_try_send` and raise the errors of smsgw.errors: ThrottledError,
     RetryableProviderError (with `ambiguous` when the request may have been processed) or
     PermanentProviderError. A class that sets `settings_type` is the provider of that
-    settings class's kind (smsgw.providers.registry); one that sends receipts to our
+    settings class's kind (the registry below); one that sends receipts to our
     webhook sets `receives_receipts` and implements `parse_receipt`.
     """
 
@@ -55,7 +63,7 @@ class Provider(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "settings_type" in cls.__dict__:
-            registry.register(cls)
+            _register(cls)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -117,3 +125,41 @@ class Provider(ABC):
     @abstractmethod
     async def _try_send(self, sms: OutgoingSms) -> str:
         """Send one SMS; return the provider's id for it."""
+
+
+# -- the provider kinds: `kind` -> (its settings class, its provider class) --------------
+# A provider class joins by declaring the settings class it takes (`settings_type`); the
+# settings class joins the loader by subclassing ProviderSettings with its own tag. So a new
+# provider is one module (and its tests): the factory, the settings loader and the webhook
+# find it here.
+
+_BY_KIND: dict[str, tuple[type[ProviderSettings], type[Provider]]] = {}
+
+
+def kind_of(settings_type: type[ProviderSettings]) -> str:
+    """The `kind` tag of a settings class (a subclass without its own tag: its parent's)."""
+    tag = settings_type.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{settings_type.__name__} has no kind tag")
+    return tag
+
+
+def _register(provider: type[Provider]) -> None:
+    """Called for each class that declares `settings_type` (Provider.__init_subclass__)."""
+    kind = kind_of(provider.settings_type)
+    known = _BY_KIND.get(kind)
+    if known is not None and known[1] is not provider:
+        raise TypeError(f"two providers of kind {kind!r}: {known[1]} and {provider}")
+    _BY_KIND[kind] = (provider.settings_type, provider)
+
+
+def provider_class(settings: ProviderSettings) -> type[Provider]:
+    """The provider class that sends for this entry."""
+    try:
+        return _BY_KIND[kind_of(type(settings))][1]
+    except KeyError:
+        raise TypeError(f"no provider for kind {kind_of(type(settings))!r}") from None
+
+
+def providers_by_kind() -> Mapping[str, tuple[type[ProviderSettings], type[Provider]]]:
+    return MappingProxyType(_BY_KIND)

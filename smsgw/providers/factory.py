@@ -1,12 +1,11 @@
-"""Build a provider from its settings entry, whatever its kind (smsgw.providers.registry)."""
+"""Build a provider from its settings entry, whatever its kind (see smsgw.providers.base)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from smsgw.providers.base import Provider
+from smsgw.providers.base import Provider, provider_class
 from smsgw.providers.receipt_tags import ReceiptTagger
-from smsgw.providers.registry import provider_class
 from smsgw.settings import ProviderSettings
 
 __all__ = ["build_provider", "receipt_url"]

@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from smsgw.api.keys import RECEIPT_TAGS, RECEIPTS
+from smsgw.api.keys import RECEIPTS
 from smsgw.app import create_app
+from smsgw.app_keys import RECEIPT_TAGS
 from smsgw.errors import PermanentProviderError
 from smsgw.providers import HttpProvider, OutgoingSms, Receipt, ReceiptRequest, ReceiptTagger
 from smsgw.providers.http import Answer
