@@ -27,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuditUnavailable",
+    "ConcurrencyLimited",
     "ConfigError",
     "MaxAttemptsReached",
     "OtpError",
@@ -145,6 +146,12 @@ class ThrottledError(RetryableProviderError):
     ) -> None:
         super().__init__(provider, detail, code=code, ambiguous=False)
         self.retry_after_s = retry_after_s
+
+
+class ConcurrencyLimited(ThrottledError):
+    """The provider refused because too many of our requests were open at once (Twilio's
+    429 / 20429): nothing was processed. Not a failure and not a rate pause: the sender
+    holds fewer requests open for a while and retries."""
 
 
 class PermanentProviderError(ProviderError):

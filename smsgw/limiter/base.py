@@ -18,8 +18,10 @@ class ProviderLimiter(Protocol):
     def stats(self) -> Mapping[str, int]:
         """Counters since start, by name, for metrics and benchmarks (may be empty)."""
 
-    async def acquire(self, provider: str) -> float:
-        """Wait for a send slot for `provider`; return its time (time.monotonic() clock).
+    async def acquire(self, provider: str, units: int = 1) -> float:
+        """Wait for a send slot for `provider` worth `units` of its rate (a message's
+        segments, or 1 where the provider counts requests); return its time
+        (time.monotonic() clock).
 
         The caller sends at once, and drops the slot (acquires another) if it could not
         start within LATE_SLOT_S of it.

@@ -125,7 +125,7 @@ class MemoryLimiter:
     def stats(self) -> Mapping[str, int]:
         return _NO_COUNTERS  # nothing shared to count: no calls to make, no leases
 
-    async def acquire(self, provider: str) -> float:
+    async def acquire(self, provider: str, units: int = 1) -> float:
         pacer = self._pacers.get(provider)
         if pacer is None:
             return time.monotonic()

@@ -120,7 +120,7 @@ class RedisLimiter:
         self.closed = False
         self.stats = RedisLimiterStats()
 
-    async def acquire(self, provider: str) -> float:
+    async def acquire(self, provider: str, units: int = 1) -> float:
         queue = self._queues.get(provider)
         if queue is not None:
             return await queue.acquire()

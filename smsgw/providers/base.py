@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, cast
@@ -20,6 +20,7 @@ from smsgw.settings import ProviderSettings
 __all__ = [
     "OutgoingSms",
     "Provider",
+    "SendHandle",
     "SendReceipt",
     "kind_of",
     "provider_class",
@@ -43,6 +44,27 @@ class SendReceipt:
     provider: str
     provider_message_id: str
     latency_s: float
+
+
+class SendHandle:
+    """One send made ready (Provider.ready): `launch` starts it with no await before the
+    request is on its way, so the rate-limiter slot taken just before is what the provider
+    sees; `cancel` gives back what ready() held when the send is not made after all.
+
+    This default, for providers with nothing to prepare (the console, test doubles), starts
+    the whole send when the returned awaitable is awaited.
+    """
+
+    __slots__ = ("_provider",)
+
+    def __init__(self, provider: Provider) -> None:
+        self._provider = provider
+
+    def launch(self, sms: OutgoingSms) -> Awaitable[SendReceipt]:
+        return self._provider.send(sms)
+
+    def cancel(self) -> None:
+        pass
 
 
 class Provider(ABC):
@@ -103,6 +125,12 @@ class Provider(ABC):
 
     async def close(self) -> None:
         """Release what start() opened."""
+
+    async def ready(self) -> SendHandle:
+        """Prepare one send (an HTTP provider holds a pooled, connected connection), so
+        that launching it costs no wait; raises RetryableProviderError (not ambiguous:
+        nothing was sent) when it cannot."""
+        return SendHandle(self)
 
     async def send(self, sms: OutgoingSms) -> SendReceipt:
         started = time.perf_counter()

@@ -13,18 +13,21 @@ from typing import Any, Literal
 import msgspec
 import phonenumbers
 
-from smsgw.settings._base import Positive, Section, check_present, check_url, invalid
+from smsgw.settings._base import Positive, PositiveInt, Section, check_present, check_url, invalid
 
 __all__ = [
     "AirtelMessageType",
     "AirtelProviderSettings",
     "ConsoleProviderSettings",
     "ProviderSettings",
+    "RateUnit",
     "TwilioProviderSettings",
     "VonageProviderSettings",
     "VonageSignatureMethod",
     "provider_kinds",
 ]
+
+RateUnit = Literal["segments", "requests"]
 
 # Every subclass of ProviderSettings, in the order defined (see provider_kinds()).
 _SUBCLASSES: list[type[ProviderSettings]] = []
@@ -42,8 +45,20 @@ class ProviderSettings(Section, frozen=True, kw_only=True, tag_field="kind"):
     rate: Positive | None = None
     weight: Positive = 1.0
     countries: tuple[str, ...] = ("*",)
+    # What `rate` counts: "segments" (Twilio's MPS and price count each part of a long
+    # message) or "requests" (Vonage: one API request per message, however long).
+    rate_unit: RateUnit = "segments"
+    # Sends this provider may have open at once across every replica together (Twilio's
+    # per-account concurrency limit: 429 / 20429 above it); None = only what the rate and
+    # the observed latency need.
+    max_in_flight: PositiveInt | None = None
+    # The most segments one message may take here; a longer body is refused (422) at intake.
+    max_segments: PositiveInt = 10
     connect_timeout_s: Positive = 2.0
     timeout_s: Positive = 10.0
+    # PEM file of CA certificates to verify the provider's TLS certificate; None = the
+    # system's store.
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", self.name):
@@ -109,6 +124,8 @@ class VonageProviderSettings(ProviderSettings, frozen=True, kw_only=True, tag="v
     # A number (E.164, with or without '+') or an alphanumeric sender id.
     from_: str = msgspec.field(name="from")
     base_url: str = "https://rest.nexmo.com"
+    # Vonage's 30/s per API key counts requests; it splits long texts itself.
+    rate_unit: RateUnit = "requests"
     # Signed webhooks (enabled on the Vonage account): receipts must then carry a valid
     # `sig` and a recent `timestamp`. The method is the one chosen in Vonage's dashboard:
     # "md5hash" (its default) or an HMAC ("md5", "sha1", "sha256", "sha512").
