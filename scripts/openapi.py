@@ -49,7 +49,10 @@ _COMMON_POST_ERRORS = {
     ),
     "413": _problem("Body too large"),
     "415": _problem("Body is not application/json"),
-    "422": _problem("Idempotency-Key reused with another body, or destination not served"),
+    "422": _problem(
+        "Idempotency-Key reused with another body, destination not served, or a body longer "
+        "than the providers serving it accept (body-too-long: nothing is queued)"
+    ),
     "503": _problem("Queue full or replica draining (see Retry-After)"),
 }
 # Any POST may get it, besides the reasons of its own 429 (if any).
@@ -160,6 +163,15 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 
 _STR = {"type": "string"}
+_SEGMENTS = {
+    "type": "integer",
+    "minimum": 1,
+    "description": "parts the body is sent in, as providers count (and bill) it",
+}
+_ENCODING = {"enum": ["GSM-7", "UCS-2"]}
+# Messages accepted before segments were counted have neither.
+_SEGMENTS_OR_NULL = {**_SEGMENTS, "type": ["integer", "null"]}
+_ENCODING_OR_NULL = {"enum": ["GSM-7", "UCS-2", None]}
 _TIME = {"type": "string", "format": "date-time"}
 
 
@@ -221,6 +233,8 @@ def build() -> dict[str, Any]:
         "client_ref": nullable_str,
         "priority": {"enum": ["high", "normal"]},
         "body": {"type": "string", "description": "as sent, with an OTP code masked"},
+        "segments": _SEGMENTS_OR_NULL,
+        "encoding": _ENCODING_OR_NULL,
         "created_at": _TIME,
     }
     event = {
@@ -281,7 +295,14 @@ def build() -> dict[str, Any]:
                 "Send one SMS",
                 "MessageBody",
                 "202",
-                _object({"id": _STR, "status": {"const": "queued"}}),
+                _object(
+                    {
+                        "id": _STR,
+                        "status": {"const": "queued"},
+                        "segments": _SEGMENTS,
+                        "encoding": _ENCODING,
+                    }
+                ),
                 e403="Destination country not allowed for this client",
             ),
             "get": _audit_get(

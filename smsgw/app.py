@@ -222,7 +222,14 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
             countries = frozenset(provider_settings.countries) - {"*"}
             if "*" in provider_settings.countries:
                 countries = frozenset()
-            routes.append(Route(provider, provider_settings.weight, countries))
+            routes.append(
+                Route(
+                    provider,
+                    provider_settings.weight,
+                    countries,
+                    max_segments=provider_settings.max_segments,
+                )
+            )
         dispatch = settings.dispatch
         app[ROUTER] = Router(
             routes,
@@ -343,7 +350,14 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     else:
         limiter = MemoryLimiter(rates, pace=settings.limiter.pace)
     dispatcher = Dispatcher(
-        app[QUEUE], app[ROUTER], limiter, settings.dispatch, app[AUDIT], app[METRICS].registry
+        app[QUEUE],
+        app[ROUTER],
+        limiter,
+        settings.dispatch,
+        app[AUDIT],
+        app[METRICS].registry,
+        rates=rates,
+        rate_units={p.name: p.rate_unit for p in settings.active_providers},
     )
     app[DISPATCHER] = dispatcher
     dispatcher.start()

@@ -1,5 +1,6 @@
 """Phone fields in requests: parse once; refuse countries the client may not send to
-(geo permissions, 403) and destinations no provider serves (422)."""
+(geo permissions, 403), destinations no provider serves (422) and bodies longer than every
+provider serving the destination accepts (422)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from smsgw.api.keys import GEO
 from smsgw.api.problems import FieldError, Problem
 from smsgw.app_keys import ROUTER
 from smsgw.phone import InvalidPhoneNumber, PhoneNumber, parse_phone
+from smsgw.segments import Segmentation
 
-__all__ = ["DestinationErrors", "parse_destination"]
+__all__ = ["DestinationErrors", "check_length", "parse_destination"]
 
 
 class DestinationErrors:
@@ -20,6 +22,7 @@ class DestinationErrors:
         self.invalid: list[FieldError] = []
         self.forbidden: list[FieldError] = []
         self.unroutable: list[FieldError] = []
+        self.too_long: list[FieldError] = []
 
     def raise_if_any(self) -> None:
         if self.invalid:
@@ -45,6 +48,15 @@ class DestinationErrors:
                 "Destination not served",
                 "no configured provider serves this destination country",
                 errors=self.unroutable,
+            )
+        if self.too_long:
+            raise Problem(
+                422,
+                "body-too-long",
+                "Body too long",
+                "one or more bodies take more segments than the providers serving their "
+                "destination accept",
+                errors=self.too_long,
             )
 
 
@@ -76,3 +88,28 @@ def parse_destination(
     if errors is None:
         collected.raise_if_any()
     return phone
+
+
+def check_length(
+    request: web.Request,
+    phone: PhoneNumber,
+    segmentation: Segmentation,
+    pointer: str,
+    errors: DestinationErrors | None = None,
+) -> bool:
+    """Whether some provider serving the number takes a body this long; on a problem,
+    record it in `errors` or (without) raise it now."""
+    limit = request.app[ROUTER].max_segments(phone.country)
+    if limit is None or segmentation.segments <= limit:
+        return True
+    collected = errors or DestinationErrors()
+    collected.too_long.append(
+        {
+            "pointer": pointer,
+            "detail": f"{segmentation.segments} segments ({segmentation.encoding}, "
+            f"{segmentation.units} units); providers for {phone.country} take at most {limit}",
+        }
+    )
+    if errors is None:
+        collected.raise_if_any()
+    return False

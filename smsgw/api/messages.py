@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from smsgw.api.destinations import DestinationErrors, parse_destination
+from smsgw.api.destinations import DestinationErrors, check_length, parse_destination
 from smsgw.api.inputs import decode_json
 from smsgw.api.queueing import queue_full_problem
 from smsgw.api.responses import json_response
@@ -13,11 +13,14 @@ from smsgw.app_keys import AUDIT, QUEUE
 from smsgw.errors import QueueFull
 from smsgw.phone import PhoneNumber
 from smsgw.queue import Message
+from smsgw.segments import Segmentation, segment
 
 __all__ = ["send_batch", "send_message"]
 
 
-def _message(client: str, data: MessageBody, phone: PhoneNumber) -> Message:
+def _message(
+    client: str, data: MessageBody, phone: PhoneNumber, segmentation: Segmentation
+) -> Message:
     return Message(
         to=phone.e164,
         country=phone.country,
@@ -25,6 +28,8 @@ def _message(client: str, data: MessageBody, phone: PhoneNumber) -> Message:
         client=client,
         priority=data.priority,
         client_ref=data.client_ref,
+        segments=segmentation.segments,
+        encoding=segmentation.encoding,
     )
 
 
@@ -32,13 +37,21 @@ async def send_message(request: web.Request, client: str, body: bytes) -> web.Re
     data = decode_json(body, MessageBody)
     phone = parse_destination(request, client, data.to, "#/to")
     assert phone is not None  # parse_destination raised otherwise
-    message = _message(client, data, phone)
+    segmentation = segment(data.body)
+    check_length(request, phone, segmentation, "#/body")
+    message = _message(client, data, phone, segmentation)
     try:
         await request.app[QUEUE].put(message)
     except QueueFull as exc:
         raise queue_full_problem(exc) from exc
     request.app[AUDIT].accepted(message.id, message.created_at, **message.audit_details())
-    return json_response({"id": message.id, "status": "queued"}, status=202)
+    answer = {
+        "id": message.id,
+        "status": "queued",
+        "segments": segmentation.segments,
+        "encoding": segmentation.encoding,
+    }
+    return json_response(answer, status=202)
 
 
 async def send_batch(request: web.Request, client: str, body: bytes) -> web.Response:
@@ -47,8 +60,11 @@ async def send_batch(request: web.Request, client: str, body: bytes) -> web.Resp
     messages: list[Message] = []
     for index, item in enumerate(data.messages):
         phone = parse_destination(request, client, item.to, f"#/messages/{index}/to", errors)
-        if phone is not None:
-            messages.append(_message(client, item, phone))
+        if phone is None:
+            continue
+        segmentation = segment(item.body)
+        if check_length(request, phone, segmentation, f"#/messages/{index}/body", errors):
+            messages.append(_message(client, item, phone, segmentation))
     errors.raise_if_any()  # all or nothing: one bad number refuses the whole batch
     try:
         await request.app[QUEUE].put_many(messages)

@@ -141,6 +141,8 @@ def _summary_json(summary: MessageSummary) -> dict[str, Any]:
         "client_ref": accepted.client_ref,
         "priority": accepted.priority,
         "body": accepted.body,
+        "segments": accepted.segments,
+        "encoding": accepted.encoding,
         "created_at": rfc3339_ms(accepted.at),
     }
 

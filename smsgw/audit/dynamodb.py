@@ -79,12 +79,14 @@ _OPTIONAL: tuple[tuple[str, str, str], ...] = (
     ("cref", "client_ref", "S"),
     ("prio", "priority", "S"),
     ("exp", "expires_at", "N"),
+    ("seg", "segments", "N"),
+    ("enc", "encoding", "S"),
     ("prov", "provider", "S"),
     ("att", "attempt", "N"),
     ("pmid", "provider_message_id", "S"),
     ("rsn", "reason", "S"),
 )
-_INT_FIELDS = frozenset({"attempt"})
+_INT_FIELDS = frozenset({"attempt", "segments"})
 
 
 def encode_item(event: AuditEvent, retention_s: int) -> dict[str, dict[str, Any]]:

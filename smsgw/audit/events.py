@@ -71,6 +71,9 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     client_ref: str | None = None
     priority: str | None = None
     expires_at: float | None = None
+    # As providers count the body: what the message costs at a provider counting segments.
+    segments: int | None = None
+    encoding: str | None = None
     provider: str | None = None
     attempt: int | None = None
     provider_message_id: str | None = None

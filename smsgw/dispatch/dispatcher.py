@@ -1,10 +1,18 @@
-"""The dispatcher: worker tasks that take messages off the queue and hand them to providers."""
+"""The dispatcher: takes messages off the queue and sends each through a provider's lane.
+
+No worker pool: each message held is a task, and what paces it is the provider's rate
+limiter (and its in-flight cap), not a worker count. A provider answering in 300 ms at 1000
+sends/s then simply has ~300 requests open (Little's law), without anyone sizing a pool for
+it. `dispatch.concurrency` bounds the messages one replica holds (memory, and what a killed
+replica leaves for others to take over); each lane also stops taking more once it holds
+about WAIT_AHEAD_S of its rate waiting, so intake follows what the providers can take.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Literal
 
 import structlog
@@ -12,16 +20,23 @@ from prometheus_client import CollectorRegistry
 
 from smsgw._aio import cancel_and_wait
 from smsgw.audit import AuditRecorder
-from smsgw.counters import Counters
+from smsgw.dispatch.lane import InFlight, Lane
 from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
-from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
-from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
-from smsgw.providers.base import OutgoingSms, Provider
+from smsgw.dispatch.stats import DispatchStats
+from smsgw.errors import (
+    ConcurrencyLimited,
+    PermanentProviderError,
+    RetryableProviderError,
+    ThrottledError,
+)
+from smsgw.limiter.base import ProviderLimiter
+from smsgw.providers.base import OutgoingSms, Provider, SendHandle
 from smsgw.queue.base import MessageQueue
 from smsgw.queue.message import Message
 from smsgw.retry import backoff_delay
-from smsgw.settings import DispatchSettings
+from smsgw.segments import segment
+from smsgw.settings import DispatchSettings, RateUnit
 
 __all__ = ["DispatchStats", "Dispatcher"]
 
@@ -30,25 +45,8 @@ _log = structlog.get_logger("smsgw.dispatch")
 # How long a message waits when every provider for it has an open circuit (a probe may
 # close one meanwhile).
 OPEN_CIRCUIT_RETRY_S = 1.0
-
-
-@dataclass(slots=True)
-class DispatchStats(Counters):
-    """Counters since start; read by health checks, tests and benchmarks."""
-
-    sent: int = 0
-    failed: int = 0
-    expired: int = 0
-    retried: int = 0
-    throttled: int = 0
-    # Retries after an answer that may have meant "sent": each may be a duplicate SMS.
-    possible_duplicates: int = 0
-    # Limiter slots dropped because the loop reached them too late to use them safely.
-    late_slots: int = 0
-    # Redelivered copies (a replica died mid-send) found already sent and not sent again.
-    duplicates_skipped: int = 0
-    # Messages put back because every provider serving them had an open circuit.
-    circuit_waits: int = 0
+# How long a message waits in the queue when its provider's lane is overfull (the bulkhead).
+LANE_FULL_RETRY_S = 0.5
 
 
 class Dispatcher:
@@ -60,6 +58,10 @@ class Dispatcher:
         settings: DispatchSettings,
         audit: AuditRecorder,
         registry: CollectorRegistry | None = None,
+        *,
+        in_flight: InFlight | None = None,
+        rates: Mapping[str, float | None] | None = None,
+        rate_units: Mapping[str, RateUnit] | None = None,
     ) -> None:
         self._queue = queue
         self._router = router
@@ -68,18 +70,34 @@ class Dispatcher:
         self._audit = audit
         # Instruments live on the app's registry when it exposes /metrics, else a private one.
         self.metrics = DispatchMetrics(registry if registry is not None else CollectorRegistry())
-        self._workers: list[asyncio.Task[None]] = []
         self.stats = DispatchStats()
+        self.lanes = {
+            provider.name: Lane(
+                provider,
+                limiter,
+                in_flight,
+                rate=(rates or {}).get(provider.name),
+                rate_unit=(rate_units or {}).get(provider.name, "segments"),
+                stats=self.stats,
+                max_held=settings.concurrency,
+            )
+            for provider in router.providers
+        }
+        self._intake: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
 
     @property
     def limiter(self) -> ProviderLimiter:
         return self._limiter
 
+    @property
+    def held(self) -> int:
+        """Messages this dispatcher holds: waiting for a place or a slot, or being sent."""
+        return len(self._tasks)
+
     def start(self) -> None:
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"smsgw-dispatch-{i}")
-            for i in range(self._settings.concurrency)
-        ]
+        self._intake = asyncio.create_task(self._take_in(), name="smsgw-dispatch-intake")
 
     async def drain(self, timeout_s: float) -> bool:
         """Finish what this process holds; False if the bound ran out.
@@ -100,25 +118,48 @@ class Dispatcher:
         return True
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._workers)
-        self._workers = []
+        await cancel_and_wait([self._intake, *self._tasks])
+        self._intake = None
+        self._tasks.clear()
 
-    async def _work(self) -> None:
+    # -- intake -------------------------------------------------------------------------
+
+    async def _take_in(self) -> None:
+        tasks = self._tasks
         while True:
+            while not self._may_take():
+                self._room.clear()
+                await self._room.wait()
             message = await self._queue.get()
-            try:
-                await self._deliver(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A bug must not kill the worker or lose the message silently: log it and treat
-                # it as a failed attempt, so the message is retried but cannot loop forever.
-                _log.exception("dispatch_bug", message_id=message.id)
-                message.attempts += 1
-                if message.attempts >= self._settings.max_attempts:
-                    await self._fail(message, "internal error")
-                else:
-                    await self._queue.retry_later(message, self._settings.backoff_max_s)
+            task = asyncio.create_task(self._run(message))
+            tasks.add(task)
+            task.add_done_callback(self._settled)
+
+    def _may_take(self) -> bool:
+        if len(self._tasks) >= self._settings.concurrency:
+            return False
+        return any(lane.has_room() for lane in self.lanes.values())
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._room.set()
+
+    async def _run(self, message: Message) -> None:
+        try:
+            await self._deliver(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug must not lose the message silently: log it and treat it as a failed
+            # attempt, so the message is retried but cannot loop forever.
+            _log.exception("dispatch_bug", message_id=message.id)
+            message.attempts += 1
+            if message.attempts >= self._settings.max_attempts:
+                await self._fail(message, "internal error")
+            else:
+                await self._queue.retry_later(message, self._settings.backoff_max_s)
+
+    # -- one message --------------------------------------------------------------------
 
     async def _deliver(self, message: Message) -> None:
         if self._too_old(message):
@@ -127,31 +168,84 @@ class Dispatcher:
         if _is_expired(message):
             await self._expire(message)
             return
-        provider = self._router.pick(message.country, avoid=message.failed_providers)
+        segments = message.segments or segment(message.body).segments
+        provider = self._router.pick(
+            message.country, avoid=message.failed_providers, segments=segments
+        )
         if provider is None:
-            await self._no_provider(message)
+            await self._no_provider(message, segments)
             return
+        lane = self.lanes[provider.name]
         verdict: Verdict = "none"
+        lane.waiting += 1
         try:
-            verdict = await self._deliver_through(message, provider)
+            if lane.overfull():
+                await self._lane_full(message, lane)
+                return
+            verdict = await self._deliver_through(message, lane, lane.units(segments))
         finally:
+            lane.waiting -= 1
+            self._room.set()
             # Also on cancellation or a bug: a half-open probe must be given back.
             self._router.report(provider.name, verdict)
 
-    async def _deliver_through(self, message: Message, provider: Provider) -> Verdict:
-        """Send through `provider` (its circuit let the call through); what it showed of the
-        provider's health."""
-        await self._acquire_slot(provider.name)
-        # Waiting for the limiter may have outlived the message.
-        if _is_expired(message):
-            await self._expire(message)
-            return "none"
-        if await self._queue.was_sent(message):
-            # A redelivered copy of a message another replica already sent: never twice.
-            self.stats.duplicates_skipped += 1
-            await self._queue.ack(message)
-            return "none"
-        remaining = message.remaining_s(time.time())
+    async def _deliver_through(self, message: Message, lane: Lane, units: int) -> Verdict:
+        """Send through the lane's provider (its circuit let the call through); what it
+        showed of the provider's health."""
+        provider = lane.provider
+        while True:
+            if await self._queue.was_sent(message):
+                # A redelivered copy of a message another replica already sent: never twice.
+                self.stats.duplicates_skipped += 1
+                await self._queue.ack(message)
+                return "none"
+            await lane.take_place()
+            try:
+                try:
+                    handle = await lane.ready()
+                except RetryableProviderError as exc:  # nothing was sent
+                    await self._on_retryable(message, provider, exc)
+                    return "failed"
+                try:
+                    outcome = await self._send(message, lane, handle, units)
+                except ConcurrencyLimited as exc:
+                    # Not a failure and nothing was processed: fewer open requests, then
+                    # the same message again (it keeps its place in this replica).
+                    self.stats.concurrency_refusals += 1
+                    self.metrics.outcome(provider.name, "concurrency_refused")
+                    lane.refused(exc.retry_after_s)
+                    continue
+            finally:
+                lane.give_back_place()
+            lane.answered()
+            return outcome
+
+    async def _send(self, message: Message, lane: Lane, handle: SendHandle, units: int) -> Verdict:
+        provider = lane.provider
+        launched = False
+        try:
+            waited_from = time.monotonic()
+            slot = await lane.slot(units)
+            # Waiting for the limiter may have outlived the message.
+            if _is_expired(message):
+                await self._expire(message)
+                return "none"
+            remaining = message.remaining_s(time.time())
+            sms = OutgoingSms(
+                message_id=message.id,
+                to=message.to,
+                body=message.body,
+                validity_s=None if remaining is None else int(remaining),
+            )
+            pending = handle.launch(sms)  # the request is written: the slot is spent
+            launched = True
+            written = time.monotonic()
+        finally:
+            if not launched:
+                handle.cancel()
+        metrics = self.metrics
+        metrics.decision_delay.labels(provider.name).observe(written - slot)
+        metrics.limiter_wait.labels(provider.name).observe(slot - waited_from)
         # Taken over from a replica that died mid-send: it may have gone out already.
         taken_over = self._queue.taken_over(message)
         if taken_over:
@@ -163,18 +257,15 @@ class Dispatcher:
             attempt=message.attempts + 1,
             possible_duplicate=taken_over,
         )
-        sms = OutgoingSms(
-            message_id=message.id,
-            to=message.to,
-            body=message.body,
-            validity_s=None if remaining is None else int(remaining),
-        )
-        started = time.monotonic()
+        lane.open_now += 1
         try:
             try:
-                receipt = await provider.send(sms)
+                receipt = await pending
             finally:
-                self.metrics.send_seconds.labels(provider.name).observe(time.monotonic() - started)
+                lane.open_now -= 1
+                metrics.send_seconds.labels(provider.name).observe(time.monotonic() - written)
+        except ConcurrencyLimited:
+            raise
         except ThrottledError as exc:
             await self._on_throttled(message, provider, exc)
             return "none"  # healthy, only busy: never opens the circuit
@@ -189,7 +280,7 @@ class Dispatcher:
         await self._queue.mark_sent(message)
         message.attempts += 1
         self.stats.sent += 1
-        self.metrics.outcome(provider.name, "sent")
+        metrics.outcome(provider.name, "sent")
         self._audit.record(
             message.id,
             "sent",
@@ -207,8 +298,18 @@ class Dispatcher:
         await self._queue.ack(message)
         return "ok"
 
-    async def _no_provider(self, message: Message) -> None:
-        if not self._router.serves(message.country):
+    async def _lane_full(self, message: Message, lane: Lane) -> None:
+        # The bulkhead: a provider that takes nothing (refusing for concurrency, paused)
+        # must not fill this replica with its messages while others could be sent. Back to
+        # the queue for a moment; not an attempt.
+        self.stats.lane_full_waits += 1
+        self._audit.record(
+            message.id, "retry", provider=lane.name, reason="provider busy: too many waiting"
+        )
+        await self._queue.retry_later(message, LANE_FULL_RETRY_S)
+
+    async def _no_provider(self, message: Message, segments: int) -> None:
+        if not self._router.serves(message.country, segments):
             # Routing changed since the API accepted it: a policy refusal, not a failure.
             await self._fail(message, "no provider serves this destination", kind="rejected")
             return
@@ -227,17 +328,6 @@ class Dispatcher:
         # Messages without a validity (bulk) still end: a provider that throttles forever
         # must not keep one circling in the queue (throttle answers do not count attempts).
         return time.time() - message.created_at > self._settings.max_age_s
-
-    async def _acquire_slot(self, provider: str) -> None:
-        started = time.monotonic()
-        while True:
-            slot = await self._limiter.acquire(provider)
-            now = time.monotonic()
-            if now - slot <= LATE_SLOT_S:
-                self.metrics.limiter_wait.labels(provider).observe(now - started)
-                return
-            # The event loop ran late: sending now would bunch with the next slots.
-            self.stats.late_slots += 1
 
     async def _expire(
         self, message: Message, reason: str = "validity ran out before sending"

@@ -13,6 +13,20 @@ __all__ = ["DispatchMetrics"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # From an idle provider (no wait) to a deep backlog behind its rate.
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+# From a write right after the slot (tens of µs) to a loop late enough to bunch sends.
+_DECISION_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
 
 
 class DispatchMetrics:
@@ -35,6 +49,15 @@ class DispatchMetrics:
             "Time a send waited for its provider's rate limiter",
             ["provider"],
             buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+
+        self.decision_delay = Histogram(
+            "smsgw_send_decision_delay_seconds",
+            "From the rate-limiter slot to the request written to the socket: the jitter the "
+            "provider's sliding window sees, and the margin limiter.pace must leave for it",
+            ["provider"],
+            buckets=_DECISION_BUCKETS,
             registry=registry,
         )
 

@@ -31,8 +31,12 @@ class Route:
     weight: float
     countries: frozenset[str]  # ISO codes; empty means every country
     breaker: CircuitBreaker | None = field(default=None, compare=False)
+    # The most segments one message may take at this provider; None: no limit of its own.
+    max_segments: int | None = None
 
-    def serves(self, country: str) -> bool:
+    def serves(self, country: str, segments: int = 1) -> bool:
+        if self.max_segments is not None and segments > self.max_segments:
+            return False
         return not self.countries or country in self.countries
 
 
@@ -52,13 +56,19 @@ class Router:
             raise ValueError("at least one provider route is needed")
         if breaker is not None:
             routes = [
-                Route(r.provider, r.weight, r.countries, self._breaker(r.provider, breaker, clock))
+                Route(
+                    r.provider,
+                    r.weight,
+                    r.countries,
+                    self._breaker(r.provider, breaker, clock),
+                    r.max_segments,
+                )
                 for r in routes
             ]
         self._routes = tuple(routes)
         self._by_name = {route.provider.name: route for route in self._routes}
         self._rng = rng or random.Random()
-        self._by_country: dict[str, tuple[Route, ...]] = {}
+        self._by_country: dict[tuple[str, int], tuple[Route, ...]] = {}
         self._max_in_flight = max_in_flight
         self.in_flight: Counter[str] = Counter()
         # (provider, new state) -> how often; for health output and metrics.
@@ -68,8 +78,21 @@ class Router:
     def providers(self) -> tuple[Provider, ...]:
         return tuple(route.provider for route in self._routes)
 
-    def serves(self, country: str) -> bool:
-        return bool(self._candidates(country))
+    def serves(self, country: str, segments: int = 1) -> bool:
+        return bool(self._candidates(country, segments))
+
+    def max_segments(self, country: str) -> int | None:
+        """The longest message (in segments) some provider serving `country` accepts;
+        None if one of them sets no limit."""
+        limits = [r.max_segments for r in self._candidates(country, 1)]
+        if not limits or None in limits:
+            return None
+        return max(limit for limit in limits if limit is not None)
+
+    def is_open(self, provider: str) -> bool:
+        """Whether `provider`'s circuit is open (it gets no traffic until a probe)."""
+        breaker = self._by_name[provider].breaker
+        return breaker is not None and breaker.state == "open"
 
     def breaker_states(self) -> dict[str, str]:
         return {
@@ -77,7 +100,7 @@ class Router:
             for name, route in self._by_name.items()
         }
 
-    def pick(self, country: str, avoid: Collection[str] = ()) -> Provider | None:
+    def pick(self, country: str, avoid: Collection[str] = (), segments: int = 1) -> Provider | None:
         """A provider for `country` whose circuit lets a call through now, preferring ones
         not in `avoid` (those that failed this message); None if none can take it now.
 
@@ -85,7 +108,7 @@ class Router:
         at the same provider beats giving up on the message. The caller must report() the
         call's verdict: in half-open state the pick is the provider's one probe.
         """
-        candidates = tuple(r for r in self._candidates(country) if _may_call(r))
+        candidates = tuple(r for r in self._candidates(country, segments) if _may_call(r))
         if self._max_in_flight is not None and len(candidates) > 1:
             cap = self._max_in_flight
             roomy = tuple(r for r in candidates if self.in_flight[r.provider.name] < cap)
@@ -118,11 +141,11 @@ class Router:
         else:
             breaker.release()
 
-    def _candidates(self, country: str) -> tuple[Route, ...]:
-        cached = self._by_country.get(country)
+    def _candidates(self, country: str, segments: int) -> tuple[Route, ...]:
+        cached = self._by_country.get((country, segments))
         if cached is None:
-            cached = tuple(route for route in self._routes if route.serves(country))
-            self._by_country[country] = cached
+            cached = tuple(route for route in self._routes if route.serves(country, segments))
+            self._by_country[(country, segments)] = cached
         return cached
 
     def _breaker(

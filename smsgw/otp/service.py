@@ -31,6 +31,7 @@ from smsgw.otp.templates import Templates
 from smsgw.phone import PhoneNumber
 from smsgw.queue.base import MessageQueue
 from smsgw.queue.message import Message
+from smsgw.segments import segment
 from smsgw.settings import OtpSettings
 
 __all__ = ["OtpService", "StartedVerification", "VerificationCheck"]
@@ -105,6 +106,7 @@ class OtpService:
             expires_at=now + ttl,
             max_attempts=self._settings.max_attempts,
         )
+        segmentation = segment(rendered.body)
         message = Message(
             to=phone.e164,
             country=phone.country,
@@ -115,6 +117,8 @@ class OtpService:
             expires_at=verification.expires_at,
             code_span=rendered.code_span,
             created_at=now,
+            segments=segmentation.segments,
+            encoding=segmentation.encoding,
         )
         # The number's own caps first: a start they refuse is counted nowhere else, so one
         # caller hammering one number cannot make the pumping guard refuse its whole range.

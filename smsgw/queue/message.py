@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from smsgw.segments import Encoding
+
 __all__ = ["Message", "Priority", "new_message_id"]
 
 Priority = Literal["high", "normal"]
@@ -37,6 +39,10 @@ class Message:
     expires_at: float | None = None
     code_span: tuple[int, int] | None = None
     created_at: float = field(default_factory=time.time)
+    # As providers count the body (smsgw.segments), computed once at intake: the rate
+    # limiter charges `segments`. 0: queued by a version that did not count them.
+    segments: int = 0
+    encoding: Encoding | None = None
     attempts: int = 0
     # Providers that failed this message, so a retry can prefer another one.
     failed_providers: tuple[str, ...] = ()
@@ -54,6 +60,8 @@ class Message:
             "client_ref": self.client_ref,
             "priority": self.priority,
             "expires_at": self.expires_at,
+            "segments": self.segments,
+            "encoding": self.encoding,
         }
 
     def masked_body(self) -> str:

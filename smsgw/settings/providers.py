@@ -52,8 +52,10 @@ class ProviderSettings(Section, frozen=True, kw_only=True, tag_field="kind"):
     # per-account concurrency limit: 429 / 20429 above it); None = only what the rate and
     # the observed latency need.
     max_in_flight: PositiveInt | None = None
-    # The most segments one message may take here; a longer body is refused (422) at intake.
-    max_segments: PositiveInt = 10
+    # The most segments one message may take here (a longer body is refused, 422, at intake
+    # when no other provider serving its country takes it); None: whatever fits the API's
+    # 1600 characters (Twilio's own limit: up to 11 GSM-7 or 24 UCS-2 segments).
+    max_segments: PositiveInt | None = None
     connect_timeout_s: Positive = 2.0
     timeout_s: Positive = 10.0
     # PEM file of CA certificates to verify the provider's TLS certificate; None = the

@@ -199,10 +199,12 @@ class AuditSettings(Section, frozen=True, kw_only=True):
 
 
 class DispatchSettings(Section, frozen=True, kw_only=True):
-    # Sends in flight at once; each waits on the network, so this is far above the core count.
-    concurrency: PositiveInt = 128
+    # Messages one replica holds at once (waiting for their provider's rate or in flight).
+    # A bound on memory, not the throughput knob: providers' rate limiters pace the sends,
+    # and requests open follow from rate x latency (5000/s at 500 ms is 2500 open).
+    concurrency: PositiveInt = 5000
     # Share of `concurrency` one provider may hold while another could take the message: a
-    # provider that stops answering cannot starve the others of workers.
+    # provider that stops answering cannot hold every message of this replica.
     provider_share: Fraction = 0.75
     max_attempts: PositiveInt = 5
     backoff_base_s: Positive = 0.5

@@ -56,8 +56,9 @@ async def test_message_is_queued_and_sent(client: Client, sms_path: Path) -> Non
     assert response.status == 202
     assert response.content_type == "application/json"
     payload = await response.json()
-    assert set(payload) == {"id", "status"}
+    assert set(payload) == {"id", "status", "segments", "encoding"}
     assert payload["status"] == "queued"
+    assert (payload["segments"], payload["encoding"]) == (1, "GSM-7")
     assert MESSAGE_ID.match(payload["id"])
     sms = await wait_sms(sms_path, 1)
     assert len(sms) == 1
@@ -66,6 +67,52 @@ async def test_message_is_queued_and_sent(client: Client, sms_path: Path) -> Non
     assert sms[0]["message_id"] == payload["id"]
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", sms[0]["at"])
     assert (await readiness(client))["dispatch"]["sent"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "segments", "encoding"),
+    [
+        ("a" * 160, 1, "GSM-7"),
+        ("a" * 161, 2, "GSM-7"),
+        ("{" * 80, 1, "GSM-7"),  # extension characters: two septets each
+        ("Ж" * 70, 1, "UCS-2"),
+        ("Ж" * 71, 2, "UCS-2"),
+        ("Привет 👋", 1, "UCS-2"),
+    ],
+)
+async def test_answer_says_how_providers_count_the_body(
+    client: Client, sms_path: Path, body: str, segments: int, encoding: str
+) -> None:
+    response = await client.post("/v1/messages", json={"to": PHONE, "body": body})
+    assert response.status == 202
+    payload = await response.json()
+    assert (payload["segments"], payload["encoding"]) == (segments, encoding)
+    await wait_sms(sms_path, 1)
+
+
+async def test_body_longer_than_every_provider_takes_is_422_and_not_queued(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    sms_path = tmp_path / "sms.jsonl"
+    console = {"name": "console", "kind": "console", "path": str(sms_path), "max_segments": 10}
+    client = await app_client(aiohttp_client, sms_path, providers=[console])
+    # 11 UCS-2 parts of 67 units: one more than the only provider takes.
+    body = "Ж" * (67 * 10 + 1)
+    response = await client.post("/v1/messages", json={"to": PHONE, "body": body})
+    assert response.status == 422
+    problem = await response.json()
+    assert problem["type"].endswith("body-too-long")
+    assert problem["errors"][0]["pointer"] == "#/body"
+    assert "11 segments" in problem["errors"][0]["detail"]
+    assert "at most 10" in problem["errors"][0]["detail"]
+    batch = {"messages": [{"to": PHONE, "body": "ok"}, {"to": PHONE, "body": body}]}
+    response = await client.post("/v1/messages/batch", json=batch)
+    assert response.status == 422
+    problem = await response.json()
+    assert [e["pointer"] for e in problem["errors"]] == ["#/messages/1/body"]
+    readiness_state = await readiness(client)
+    assert readiness_state["dispatch"]["sent"] == 0  # nothing of either request was queued
+    assert not sms_path.exists() or sms_path.read_text() == ""
 
 
 @pytest.mark.parametrize("priority", ["high", "normal"])

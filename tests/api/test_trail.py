@@ -265,8 +265,11 @@ async def test_listing_takes_an_unencoded_plus_and_a_time_range(client: Client) 
         "client_ref",
         "priority",
         "body",
+        "segments",
+        "encoding",
         "created_at",
     }
+    assert (listed[0]["segments"], listed[0]["encoding"]) == (1, "GSM-7")
 
 
 async def test_bad_listing_queries_are_400_problems(client: Client) -> None:

@@ -196,6 +196,8 @@ async def test_201_is_sent(make_rig: MakeRig) -> None:
         "late_slots": 0,
         "duplicates_skipped": 0,
         "circuit_waits": 0,
+        "lane_full_waits": 0,
+        "concurrency_refusals": 0,
     }
     [call] = rig.fakes["twilio"].calls
     assert call.form["To"] == "+14155550100"

@@ -1,0 +1,131 @@
+"""A provider's lane: the order in which one send gets what it needs, and what the lane
+remembers between sends (concurrency refusals, how many wait).
+
+A send takes, in this order:
+1. a place among the provider's open requests (`InFlight`: the fleet-wide `max_in_flight`,
+   shared through Redis), after any pause a concurrency refusal asked for;
+2. a ready connection (`Provider.ready()`): connecting, or waiting for the pool, happens here,
+   before the rate matters;
+3. the rate-limiter slot, worth the message's units (segments, or 1 where the provider counts
+   requests), as late as possible: after it, only building the request and one synchronous
+   write (`SendHandle.launch`). A slot the loop reached too late is dropped and another taken,
+   so a busy loop cannot bunch sends at the provider.
+
+The order matters: a place or a connection waited for after the slot would make the slot
+stale by however long that wait took, which is exactly the jitter the provider's sliding
+window sees. The decision-to-write delay (slot time to the write) is measured per send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Protocol
+
+from smsgw.dispatch.stats import DispatchStats
+from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
+from smsgw.providers.base import Provider, SendHandle
+from smsgw.settings import RateUnit
+
+__all__ = ["InFlight", "Lane"]
+
+# A concurrency refusal pauses the lane's new requests this long, doubling while refusals
+# go on (up to the max) and reset by the next answer that was not one: short, because the
+# requests holding the provider's places end within its latency.
+REFUSAL_PAUSE_MIN_S = 0.01
+REFUSAL_PAUSE_MAX_S = 1.0
+# Messages a lane lets wait (for a place or a slot) per unit of rate: this many seconds of
+# sends. More would sit in this replica, ahead of later high-priority messages and out of
+# reach of other replicas, without sending anything sooner.
+WAIT_AHEAD_S = 0.25
+MIN_WAITING = 32
+
+
+class InFlight(Protocol):
+    """What a lane needs of the in-flight limits (smsgw.limiter.in_flight)."""
+
+    def try_open(self, provider: str) -> bool: ...
+    async def open(self, provider: str) -> None: ...
+    def close(self, provider: str) -> None: ...
+    def refused(self, provider: str, retry_after_s: float | None) -> None: ...
+
+
+class Lane:
+    def __init__(
+        self,
+        provider: Provider,
+        limiter: ProviderLimiter,
+        in_flight: InFlight | None,
+        *,
+        rate: float | None,
+        rate_unit: RateUnit,
+        stats: DispatchStats,
+        max_held: int,
+    ) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self._limiter = limiter
+        self._in_flight = in_flight
+        self._counts_segments = rate_unit == "segments"
+        self._stats = stats
+        # Waiting beyond this, a message is handed back to the queue (the bulkhead).
+        self.waiting_budget = (
+            max_held if rate is None else max(MIN_WAITING, math.ceil(rate * WAIT_AHEAD_S))
+        )
+        self.waiting = 0  # messages between intake and their write
+        self.open_now = 0  # requests written and not yet answered
+        self.refusals = 0
+        self._refusal_pause_s = 0.0
+        self._paused_until = 0.0
+
+    def units(self, segments: int) -> int:
+        """What one message costs of the provider's rate."""
+        return max(segments, 1) if self._counts_segments else 1
+
+    def has_room(self) -> bool:
+        return self.waiting < self.waiting_budget
+
+    def overfull(self) -> bool:
+        """So many wait here that another would only hold a message other lanes could use."""
+        return self.waiting >= 4 * self.waiting_budget
+
+    async def take_place(self) -> None:
+        """Step 1: after any refusal pause, a place among the provider's open requests."""
+        while True:
+            wait = self._paused_until - time.monotonic()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        if self._in_flight is not None and not self._in_flight.try_open(self.name):
+            await self._in_flight.open(self.name)
+
+    def give_back_place(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.close(self.name)
+
+    async def slot(self, units: int) -> float:
+        """Step 3: a rate slot fresh enough to use now; its time (time.monotonic())."""
+        while True:
+            slot = await self._limiter.acquire(self.name, units)
+            if time.monotonic() - slot <= LATE_SLOT_S:
+                return slot
+            # The loop reached it too late: used now it would bunch with the next slots.
+            self._stats.late_slots += 1
+
+    async def ready(self) -> SendHandle:
+        """Step 2 (Provider.ready may raise RetryableProviderError: nothing was sent)."""
+        return await self.provider.ready()
+
+    def refused(self, retry_after_s: float) -> None:
+        """The provider said too many of our requests were open: pause new ones."""
+        self.refusals += 1
+        pause = min(max(self._refusal_pause_s * 2, REFUSAL_PAUSE_MIN_S), REFUSAL_PAUSE_MAX_S)
+        self._refusal_pause_s = pause
+        self._paused_until = max(self._paused_until, time.monotonic() + max(pause, retry_after_s))
+        if self._in_flight is not None:
+            self._in_flight.refused(self.name, retry_after_s or None)
+
+    def answered(self) -> None:
+        """An answer that was not a concurrency refusal: the provider had room again."""
+        self._refusal_pause_s = 0.0
