@@ -128,9 +128,11 @@ class _Ceiling:
             value = min(value, current)
         if value >= self._cap:
             return
+        # Each refusal extends the hold (never shortens it): no growth while the provider
+        # still says no.
+        hold_until = now + max(self._step_s, retry_after_s or 0.0)
+        self.next_at = hold_until if current is None else max(self.next_at, hold_until)
         self._value = value
-        # Each refusal restarts the hold: no growth while the provider still says no.
-        self.next_at = now + max(self._step_s, retry_after_s or 0.0)
 
 
 class _Gate:
@@ -375,6 +377,11 @@ class _Renewer:
 
     def usable(self) -> int:
         if time.monotonic() >= self._valid_until:
+            if self._valid_until > -math.inf and not self._lapsed:
+                # Redis has dropped (or is about to drop) our entry: others may take it.
+                self._lapsed = True
+                self._owner.stats.fail_closed += 1
+                _log.warning("in_flight_grant_lapsed", provider=self._provider)
             return 0
         bound = min(self._grant, self._target)
         return bound if self._pinned is None else min(bound, self._pinned)
@@ -461,8 +468,4 @@ class _Renewer:
             in_flight=in_use,
             fail_closed_in_s=round(max(0.0, self._valid_until - sent_at), 3),
         )
-        had_grant = self._valid_until > -math.inf
-        if had_grant and sent_at >= self._valid_until and not self._lapsed:
-            self._lapsed = True
-            self._owner.stats.fail_closed += 1
         self.gate.limit()  # note the share change for the stats
