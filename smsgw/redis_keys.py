@@ -41,6 +41,11 @@ class RedisKeys:
     def limiter(self, provider: str) -> str:
         return f"{self.prefix}limiter:{{{provider}}}"
 
+    def in_flight(self, provider: str) -> str:
+        """Hash of each live replica's grant of the provider's in-flight cap
+        (smsgw.limiter.in_flight); it expires with the last replica's lease."""
+        return f"{self.prefix}inflight:{{{provider}}}"
+
     def stream(self, priority: str) -> str:
         return f"{self.prefix}queue:{priority}"
 
