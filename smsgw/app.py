@@ -39,6 +39,7 @@ from smsgw.app_keys import (
 from smsgw.audit import AuditStore, AuditWriter, Spool, default_replica_name, open_store
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.limiter import MemoryLimiter, ProviderLimiter
+from smsgw.limiter.in_flight import InFlightLimits, MemoryInFlight, RedisInFlight
 from smsgw.limiter.redis import RedisLimiter
 from smsgw.otp import CodeHasher, MemoryOtpStore, OtpService, OtpStore
 from smsgw.otp.guard import (
@@ -344,11 +345,18 @@ async def _otp(app: web.Application) -> AsyncIterator[None]:
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     rates = {p.name: p.rate for p in settings.active_providers}
+    caps = {p.name: p.max_in_flight for p in settings.active_providers}
     limiter: ProviderLimiter
+    in_flight: InFlightLimits
+    # The concurrency caps are shared exactly where the rates are: one switch for both.
     if settings.uses_redis(settings.limiter.backend):
-        limiter = RedisLimiter(app[REDIS], rates, _redis_keys(settings), settings.limiter)
+        keys = _redis_keys(settings)
+        limiter = RedisLimiter(app[REDIS], rates, keys, settings.limiter)
+        in_flight = RedisInFlight(app[REDIS], caps, keys, default_consumer_name())
     else:
         limiter = MemoryLimiter(rates, pace=settings.limiter.pace)
+        in_flight = MemoryInFlight(caps)
+    await in_flight.start()
     dispatcher = Dispatcher(
         app[QUEUE],
         app[ROUTER],
@@ -356,6 +364,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         settings.dispatch,
         app[AUDIT],
         app[METRICS].registry,
+        in_flight=in_flight,
         rates=rates,
         rate_units={p.name: p.rate_unit for p in settings.active_providers},
     )
@@ -364,4 +373,5 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     yield
     await drain(app)
     await dispatcher.stop()
+    await in_flight.close_all()
     await limiter.close()

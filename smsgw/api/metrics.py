@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import (
@@ -22,13 +23,16 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from smsgw.app_keys import AUDIT, DISPATCHER, HEARTBEAT, OTP, QUEUE, REDIS, ROUTER, SETTINGS, STATE
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import alive
 from smsgw.scaling import desired_workers, desired_workers_gauge, pending_work
+
+if TYPE_CHECKING:
+    from smsgw.dispatch import Dispatcher
 
 __all__ = [
     "METRICS",
@@ -148,6 +152,7 @@ class _StatsCollector(Collector):
             for name, value in dispatcher.stats.items():
                 dispatch.add_metric([name], value)
             yield dispatch
+            yield from _lane_metrics(dispatcher)
             # Only a shared (Redis) limiter makes calls to count.
             lease_calls = dispatcher.limiter.stats.get("lease_calls")
             if lease_calls is not None:
@@ -178,6 +183,37 @@ class _StatsCollector(Collector):
                     count = router.transitions[(provider, state)]
                     transitions.add_metric([provider, state], count)
             yield transitions
+
+
+def _lane_metrics(dispatcher: Dispatcher) -> Iterator[Metric]:
+    """Per provider: requests open now, this replica's share of the cap, the fleet cap,
+    and how often the provider refused for too many open at once."""
+    open_now = GaugeMetricFamily(
+        "smsgw_provider_in_flight", "Requests open at the provider now", labels=["provider"]
+    )
+    share = GaugeMetricFamily(
+        "smsgw_provider_in_flight_limit",
+        "Requests this replica may have open at the provider (its share of max_in_flight)",
+        labels=["provider"],
+    )
+    cap = GaugeMetricFamily(
+        "smsgw_provider_in_flight_cap",
+        "max_in_flight: requests all replicas together may have open at the provider",
+        labels=["provider"],
+    )
+    refusals = CounterMetricFamily(
+        "smsgw_provider_concurrency_refusals",
+        "Requests the provider refused as too many open at once (429 / 20429), sent again",
+        labels=["provider"],
+    )
+    limits = dispatcher.in_flight
+    for name, lane in dispatcher.lanes.items():
+        open_now.add_metric([name], lane.open_now)
+        refusals.add_metric([name], lane.refusals)
+        if limits is not None and (fleet_cap := limits.cap(name)) is not None:
+            cap.add_metric([name], fleet_cap)
+            share.add_metric([name], limits.limit(name) or 0)
+    yield from (open_now, share, cap, refusals)
 
 
 def install(app: web.Application) -> ApiMetrics:

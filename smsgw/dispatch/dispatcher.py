@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from smsgw._aio import cancel_and_wait
 from smsgw.audit import AuditRecorder
-from smsgw.dispatch.lane import InFlight, Lane
+from smsgw.dispatch.lane import Lane
 from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
 from smsgw.dispatch.stats import DispatchStats
@@ -31,6 +31,7 @@ from smsgw.errors import (
     ThrottledError,
 )
 from smsgw.limiter.base import ProviderLimiter
+from smsgw.limiter.in_flight import InFlightLimits
 from smsgw.providers.base import OutgoingSms, Provider, SendHandle
 from smsgw.queue.base import MessageQueue
 from smsgw.queue.message import Message
@@ -59,13 +60,14 @@ class Dispatcher:
         audit: AuditRecorder,
         registry: CollectorRegistry | None = None,
         *,
-        in_flight: InFlight | None = None,
+        in_flight: InFlightLimits | None = None,
         rates: Mapping[str, float | None] | None = None,
         rate_units: Mapping[str, RateUnit] | None = None,
     ) -> None:
         self._queue = queue
         self._router = router
         self._limiter = limiter
+        self.in_flight = in_flight
         self._settings = settings
         self._audit = audit
         # Instruments live on the app's registry when it exposes /metrics, else a private one.

@@ -2,7 +2,7 @@
 remembers between sends (concurrency refusals, how many wait).
 
 A send takes, in this order:
-1. a place among the provider's open requests (`InFlight`: the fleet-wide `max_in_flight`,
+1. a place among the provider's open requests (`InFlightLimits`: the fleet-wide `max_in_flight`,
    shared through Redis), after any pause a concurrency refusal asked for;
 2. a ready connection (`Provider.ready()`): connecting, or waiting for the pool, happens here,
    before the rate matters;
@@ -21,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Protocol
 
 from smsgw.dispatch.stats import DispatchStats
 from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
+from smsgw.limiter.in_flight import InFlightLimits
 from smsgw.providers.base import Provider, SendHandle
 from smsgw.settings import RateUnit
 
-__all__ = ["InFlight", "Lane"]
+__all__ = ["Lane"]
 
 # A concurrency refusal pauses the lane's new requests this long, doubling while refusals
 # go on (up to the max) and reset by the next answer that was not one: short, because the
@@ -42,21 +42,12 @@ WAIT_AHEAD_S = 0.25
 MIN_WAITING = 32
 
 
-class InFlight(Protocol):
-    """What a lane needs of the in-flight limits (smsgw.limiter.in_flight)."""
-
-    def try_open(self, provider: str) -> bool: ...
-    async def open(self, provider: str) -> None: ...
-    def close(self, provider: str) -> None: ...
-    def refused(self, provider: str, retry_after_s: float | None) -> None: ...
-
-
 class Lane:
     def __init__(
         self,
         provider: Provider,
         limiter: ProviderLimiter,
-        in_flight: InFlight | None,
+        in_flight: InFlightLimits | None,
         *,
         rate: float | None,
         rate_unit: RateUnit,
