@@ -390,8 +390,10 @@ async def test_a_long_message_at_the_head_is_not_starved(
     shorts = [asyncio.create_task(short()) for _ in range(30)]
     try:
         await asyncio.sleep(0.3)
-        queued = time.monotonic()
-        granted = await asyncio.wait_for(limiter.acquire("p", 10), 3)
+        big = asyncio.create_task(limiter.acquire("p", 10))
+        await asyncio.sleep(0)  # its first step (queueing it) runs before we resume
+        queued = time.monotonic()  # so any acquire called after this is behind it
+        granted = await asyncio.wait_for(big, 3)
         await asyncio.sleep(0.2)  # the short ones queued behind it get theirs
     finally:
         stop.set()
