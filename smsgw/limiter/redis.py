@@ -12,6 +12,19 @@
   be used late, never early.
 - Each replica hands its slots to waiting acquire() calls in order. A slot nobody could take
   within LATE_SLOT_S is dropped: sent late, it would bunch with the next slots.
+- Slots are worth one unit (a segment). A k-unit acquire takes k slots and is sent at its
+  LAST slot's time, which is what it returns. The head waiter claims slots as they come
+  due (the same staleness rule applies to each), and a claimed slot is never dropped as
+  stale while the group waits for the rest, however far apart they are. Claims happen at
+  slot time in time order, and leased slots always lie after the moment they arrive, so
+  one replica's groups follow one another on the grid: at most one of them straddles any
+  instant. A 1 s window [t, t+1) therefore holds the units of sends whose last slot is in
+  it: grid slots in the window (at most floor(pace x rate), across all replicas) plus, per
+  replica, at most k_max - 1 earlier slots of the one group straddling t. For R replicas:
+      units in any 1 s window <= floor(pace x rate) + R x (k_max - 1)
+  e.g. pace 0.99 at rate 1000 with messages of at most 3 segments on 3 replicas:
+  990 + 6 = 996 < 1000. Where single-unit sends dominate the bound is rarely approached
+  (a straddling group's earlier slots were used by nobody else in the window before).
 - Redis unreachable: leased slots are still used, then acquire() waits (fail closed) while
   the lease is retried with backoff; with `degraded_replicas = N`, a local MemoryLimiter
   paces at rate / N instead until Redis answers again.
@@ -123,7 +136,8 @@ class RedisLimiter:
     async def acquire(self, provider: str, units: int = 1) -> float:
         queue = self._queues.get(provider)
         if queue is not None:
-            return await queue.acquire()
+            # Every send is at least one request: a count below 1 must not send for free.
+            return await queue.acquire(max(1, units))
         while True:  # a pause may be extended while we sleep
             now = time.monotonic()
             wait = self._local_pauses.get(provider, 0.0) - now
@@ -173,7 +187,10 @@ class _SlotQueue:
         per_lookahead = self._lookahead_s / self._step_s
         self._lanes = max(1, min(MAX_LANES, math.floor(per_lookahead / self._lease_size)))
         self._slots: deque[float] = deque()  # local monotonic times, ascending
-        self._waiters: deque[asyncio.Future[float]] = deque()
+        # Acquirers in arrival order, with the units each needs; the head's slots so far.
+        self._waiters: deque[tuple[asyncio.Future[float], int]] = deque()
+        self._claimed: list[float] = []
+        self._waiting_units = 0  # units of every waiter in the deque (cancelled ones too)
         self._paused_until = 0.0
         self._shared_pause_until = 0.0
         self._retry_at = 0.0  # no lease call before this
@@ -195,17 +212,23 @@ class _SlotQueue:
 
     # -- acquire / pause ------------------------------------------------------------
 
-    async def acquire(self) -> float:
-        self._demand_count += 1
+    async def acquire(self, units: int) -> float:
+        self._demand_count += units
         now = time.monotonic()
         if not self._waiters:
             self._drop_unusable(now)
-            if self._slots and self._slots[0] <= now:
+            slots = self._slots
+            if len(slots) >= units and slots[units - 1] <= now:  # all due (and none stale)
                 self._maybe_lease(now)
                 self._last_used = now
-                return self._slots.popleft()
+                if units == 1:
+                    return slots.popleft()
+                for _ in range(units - 1):
+                    slots.popleft()
+                return slots.popleft()
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        self._waiters.append((future, units))
+        self._waiting_units += units
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run(), name=f"smsgw-limiter-{self._provider}")
         else:
@@ -241,7 +264,7 @@ class _SlotQueue:
     async def close(self) -> None:
         await cancel_and_wait([self._pump, self._lease, *self._background])
         while self._waiters:
-            self._waiters.popleft().cancel()
+            self._pop_head().cancel()
 
     # -- handing out ----------------------------------------------------------------
 
@@ -273,17 +296,40 @@ class _SlotQueue:
         return True
 
     def _hand_out(self, now: float) -> None:
-        slots, waiters = self._slots, self._waiters
+        slots, waiters, claimed = self._slots, self._waiters, self._claimed
         if slots and waiters and slots[0] <= now:
             self._last_used = now
         while slots and waiters and slots[0] <= now:
-            future = waiters.popleft()
-            if not future.done():  # skip acquirers cancelled while waiting
+            future, units = waiters[0]
+            if future.done():  # skip acquirers cancelled while waiting
+                self._pop_head()
+            elif units == 1:  # the hot path: no group to collect
+                self._pop_head()
                 future.set_result(slots.popleft())
+            else:
+                # Claim only what is due: claims then stay in time order across groups
+                # (the module docstring's bound rests on it).
+                while len(claimed) < units and slots and slots[0] <= now:
+                    claimed.append(slots.popleft())
+                if len(claimed) < units:
+                    return
+                last = claimed[-1]
+                self._pop_head()
+                future.set_result(last)
+
+    def _pop_head(self) -> asyncio.Future[float]:
+        """Remove the head waiter; slots it claimed and did not get go unused."""
+        future, units = self._waiters.popleft()
+        self._waiting_units -= units
+        if self._claimed:
+            if future.done():  # cancelled with slots claimed (granted: set_result comes after)
+                self._owner.stats.slots_dropped += len(self._claimed)
+            self._claimed.clear()
+        return future
 
     def _has_waiters(self) -> bool:
-        while self._waiters and self._waiters[0].done():
-            self._waiters.popleft()
+        while self._waiters and self._waiters[0][0].done():
+            self._pop_head()
         return bool(self._waiters)
 
     def _drop_unusable(self, now: float) -> None:
@@ -294,13 +340,17 @@ class _SlotQueue:
             self._owner.stats.slots_dropped += 1
 
     async def _grant_locally(self, degraded: MemoryLimiter) -> None:
-        grant = await degraded.acquire(self._provider)
+        units = self._waiters[0][1]  # _step checked the head is live
+        if self._claimed:
+            # Redis slots from before the outage: the local grant charges the whole group.
+            self._owner.stats.slots_dropped += len(self._claimed)
+            self._claimed.clear()
+        grant = await degraded.acquire(self._provider, units)
         self._last_local_grant = self._last_used = grant
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(grant)
-                return
+        if self._has_waiters() and self._waiters[0][1] <= units:
+            # (the head may have been cancelled meanwhile: a bigger next one is not covered,
+            # and waits for a grant of its own)
+            self._pop_head().set_result(grant)
 
     def _next_wake(self) -> float:
         # The lease task wakes us when it ends; otherwise the next slot or the next retry.
@@ -337,9 +387,10 @@ class _SlotQueue:
             return
         if now < max(self._retry_at, self._paused_until - self._lookahead_s):
             return
-        # Slots wanted: one per waiting acquirer, or the demand over the look-ahead if
-        # that is more, less those held.
-        need = max(len(self._waiters), self._expected_demand(now)) - len(self._slots)
+        # Slots wanted: one per unit waiting, or the demand over the look-ahead if that is
+        # more, less those held (the head's claimed slots count towards its units).
+        held = len(self._slots) + len(self._claimed)
+        need = max(self._waiting_units, self._expected_demand(now)) - held
         want = min(self._lease_size, need)
         # A small top-up costs a whole Redis call: wait for a bigger one unless the slots
         # held are about to run out.
@@ -349,8 +400,8 @@ class _SlotQueue:
             self._lease = asyncio.create_task(self._lease_slots(want))
 
     def _expected_demand(self, now: float) -> int:
-        """Acquires expected within the look-ahead, so a steady trickle of single
-        acquires still leases in batches."""
+        """Units expected to be acquired within the look-ahead, so a steady trickle of
+        single acquires still leases in batches."""
         elapsed = now - self._demand_since
         if elapsed >= _DEMAND_WINDOW_S:
             self._demand_rate = self._demand_count / elapsed

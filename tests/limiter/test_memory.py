@@ -1,14 +1,18 @@
-"""MemoryLimiter: never more than `rate` grants in any 1 s window, pauses, cancellation."""
+"""MemoryLimiter: never more than `rate` grants (units) in any 1 s window, pauses, cancellation."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from smsgw.limiter.memory import MemoryLimiter
+from smsgw.limiter.memory import COLD_PACE, MemoryLimiter, _Pacer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -236,3 +240,166 @@ async def test_close_cancels_pending_acquires() -> None:
     await limiter.close()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(pending, 1)
+
+
+# -- units (a long SMS's segments) ----------------------------------------------------
+
+
+def max_units_in_window(grants: Sequence[tuple[float, int]], window: float = 1.0) -> int:
+    """Most units granted in any half-open window [t, t + window)."""
+    ordered = sorted(grants)
+    best = held = start = 0
+    for at, units in ordered:
+        held += units
+        while ordered[start][0] <= at - window:
+            held -= ordered[start][1]
+            start += 1
+        best = max(best, held)
+    return best
+
+
+def test_units_window_counter_itself() -> None:
+    assert max_units_in_window([]) == 0
+    assert max_units_in_window([(0.0, 3), (0.5, 2), (0.999, 1)]) == 6
+    assert max_units_in_window([(0.0, 3), (1.0, 2), (1.5, 4)]) == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=st.integers(1, 12),
+    attempts=st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 15)), min_size=1, max_size=80),
+)
+def test_pacer_log_grants_exactly_what_fits(capacity: int, attempts: list[tuple[int, int]]) -> None:
+    """With pacing out of the way (a huge burst allowance), the log alone decides: a grant
+    is refused exactly when its units (at most the whole window) would not fit."""
+    pacer = _Pacer(capacity, pace=1.0, burst_s=1e9)
+    granted: list[tuple[float, int]] = []
+    for millis, units in sorted(attempts):
+        now = millis / 1000  # whole ms, so window edges are exact
+        charge = min(units, capacity)
+        held = sum(u for at, u in granted if at > now - 1.0)
+        assert pacer.try_grant(now, units) == (held + charge <= capacity)
+        if held + charge <= capacity:
+            granted.append((now, charge))
+            assert pacer.next_chance(now, 1) >= 0.0
+    assert max_units_in_window(granted) <= capacity
+
+
+def test_pacer_next_chance_is_when_the_window_makes_room() -> None:
+    pacer = _Pacer(10, pace=1.0, burst_s=1e9)
+    assert pacer.try_grant(0.0, 4)
+    assert pacer.try_grant(0.5, 6)
+    assert pacer.next_chance(0.6, 4) == pytest.approx(0.4)  # the 4 at 0.0 leave at 1.0
+    assert pacer.next_chance(0.6, 5) == pytest.approx(0.9)  # and the 6 at 0.5 at 1.5
+    assert not pacer.try_grant(0.999, 4)
+    assert pacer.try_grant(1.0, 4)
+
+
+def test_pacer_pacing_moves_on_by_the_units() -> None:
+    pacer = _Pacer(100, pace=1.0, burst_s=0.0)  # one unit per 10 ms, no burst
+    assert pacer.try_grant(5.0, 3)
+    # (cold for its first second: 1 / (100 x COLD_PACE) per unit)
+    assert pacer.next_chance(5.0, 1) == pytest.approx(3 / (100 * COLD_PACE))
+
+
+def _mixed_units(rng: random.Random) -> int:
+    """Segments per message: mostly 1 to 3, now and then up to 10."""
+    draw = rng.random()
+    if draw < 0.58:
+        return 1
+    if draw < 0.83:
+        return 2
+    if draw < 0.97:
+        return 3
+    return rng.randint(4, 10)
+
+
+async def run_unit_acquirers(
+    limiter: MemoryLimiter, provider: str, workers: int, duration_s: float, seed: int = 1
+) -> list[tuple[float, int]]:
+    """Like run_acquirers, each acquire for a random number of units; returns (the grant
+    time acquire() returned, units) of every grant."""
+    rng = random.Random(seed)
+    grants: list[tuple[float, int]] = []
+    deadline = time.monotonic() + duration_s
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            units = _mixed_units(rng)
+            grants.append((await limiter.acquire(provider, units), units))
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    await asyncio.sleep(duration_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return grants
+
+
+async def test_mixed_units_never_exceed_the_rate(limiters: list[MemoryLimiter]) -> None:
+    rate = 400
+    limiter = MemoryLimiter({"p": rate})
+    limiters.append(limiter)
+    grants = await run_unit_acquirers(limiter, "p", workers=60, duration_s=2.0)
+
+    cap = math.floor(rate * 0.99)
+    assert max_units_in_window(grants) <= cap
+    assert max(units for _, units in grants) > 3  # the long messages were in the mix
+    # The rate is used in units, not messages (loose: the first second paces colder).
+    assert sum(units for _, units in grants) >= 0.8 * cap * 2.0
+    assert len(grants) < 0.7 * sum(units for _, units in grants)
+
+
+async def test_mixed_units_sliding_log_binds_when_pacing_would_allow_more(
+    limiters: list[MemoryLimiter],
+) -> None:
+    rate = 60
+    limiter = MemoryLimiter({"p": rate}, pace=4.0, burst_s=1.0)
+    limiters.append(limiter)
+    grants = await run_unit_acquirers(limiter, "p", workers=40, duration_s=1.5, seed=2)
+    assert max_units_in_window(grants) <= rate
+    assert max_units_in_window(grants) >= rate * 0.8
+
+
+async def test_more_units_than_a_window_holds_are_still_granted(
+    limiters: list[MemoryLimiter],
+) -> None:
+    limiter = MemoryLimiter({"p": 8})  # the window holds floor(8 x 0.99) = 7 units
+    limiters.append(limiter)
+    first = await asyncio.wait_for(limiter.acquire("p", 10), 1)
+    # It took the whole window, and the pacing charged all 10 units.
+    second = await asyncio.wait_for(limiter.acquire("p", 1), 3)
+    assert second - first >= 1.0
+
+
+async def test_a_long_message_at_the_head_is_not_starved(
+    limiters: list[MemoryLimiter],
+) -> None:
+    """Short messages keep the limiter saturated; a 10-unit one still goes through, and
+    nothing queued after it passes it."""
+    limiter = MemoryLimiter({"p": 200})
+    limiters.append(limiter)
+    asked: list[tuple[float, float]] = []  # (acquire called, granted) of 1-unit acquires
+    stop = asyncio.Event()
+
+    async def short() -> None:
+        while not stop.is_set():
+            called = time.monotonic()
+            asked.append((called, await limiter.acquire("p")))
+
+    shorts = [asyncio.create_task(short()) for _ in range(30)]
+    try:
+        await asyncio.sleep(0.3)
+        big = asyncio.create_task(limiter.acquire("p", 10))
+        await asyncio.sleep(0)  # its first step (queueing it) runs before we resume
+        queued = time.monotonic()  # so any acquire called after this is behind it
+        granted = await asyncio.wait_for(big, 3)
+        await asyncio.sleep(0.2)  # the short ones queued behind it get theirs
+    finally:
+        stop.set()
+        for task in shorts:
+            task.cancel()
+        await asyncio.gather(*shorts, return_exceptions=True)
+    later = [got for called, got in asked if called > queued]
+    assert later, "the short messages kept coming"
+    assert min(later) >= granted

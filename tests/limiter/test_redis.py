@@ -1,14 +1,19 @@
 """RedisLimiter against a private redis-server, with several real processes as replicas.
 
 The property: merged over every replica, no half-open 1 s window of grant times (taken when
-acquire() returns, as the dispatcher would send) holds more than the rate. Throughput bounds
-are loose: the machine is shared and noisy.
+acquire() returns, as the dispatcher would send) holds more than the rate; with acquires of
+several units (segments), no window holds more units than floor(pace x rate) plus, per
+replica, k_max - 1 (smsgw/limiter/redis.py explains why). Throughput bounds are loose: the
+machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
+import os
+import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +51,35 @@ def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
     return best
 
 
+def max_units_in_window(grants: Sequence[tuple[float, int]], window: float = 1.0) -> int:
+    """Most units in any half-open window [t, t + window) of (time, units) grants."""
+    ordered = sorted(grants)
+    best = held = start = 0
+    for at, units in ordered:
+        held += units
+        while ordered[start][0] <= at - window:
+            held -= ordered[start][1]
+            start += 1
+        best = max(best, held)
+    return best
+
+
 def test_window_counter_itself() -> None:
     assert max_in_window([0.0, 0.5, 0.999]) == 3
     assert max_in_window([0.0, 0.5, 1.0]) == 2
+    assert max_units_in_window([(0.0, 3), (0.5, 2), (1.0, 4)]) == 6
+
+
+def mixed_units(rng: random.Random) -> int:
+    """Segments per message: mostly 1 to 3, now and then up to 10."""
+    draw = rng.random()
+    if draw < 0.58:
+        return 1
+    if draw < 0.83:
+        return 2
+    if draw < 0.97:
+        return 3
+    return rng.randint(4, 10)
 
 
 # -- replicas in their own processes ---------------------------------------------------
@@ -57,24 +88,35 @@ def test_window_counter_itself() -> None:
 @dataclass
 class ReplicaResult:
     grants: list[float]
+    units: list[int]  # of each grant; empty where every acquire was for one unit
     lease_calls: int
     slots_leased: int
     slots_dropped: int
 
 
 async def _acquire_for(
-    limiter: RedisLimiter, duration_s: float, workers: int, grants: list[float]
+    limiter: RedisLimiter,
+    duration_s: float,
+    workers: int,
+    grants: list[float],
+    units: list[int] | None = None,
 ) -> None:
+    """`workers` tasks acquire until `duration_s` is over, noting the time of each grant
+    used in time; with `units`, each acquire is for mixed_units() units, noted there."""
     deadline = time.monotonic() + duration_s
+    rng = random.Random(os.getpid())  # forked replicas must not draw the same mix
 
     async def worker() -> None:
         while True:
-            slot = await limiter.acquire(PROVIDER)
+            wanted = 1 if units is None else mixed_units(rng)
+            slot = await limiter.acquire(PROVIDER, wanted)
             now = time.monotonic()
             if now >= deadline:
                 return
             if now - slot <= LATE_SLOT_S:  # the dispatcher's rule: a late slot is dropped
                 grants.append(now)
+                if units is not None:
+                    units.append(wanted)
 
     tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     try:
@@ -84,18 +126,23 @@ async def _acquire_for(
             task.cancel()
 
 
-def _replica(url: str, settings: LimiterSettings, duration_s: float, start: Any, out: Any) -> None:
+def _replica(
+    url: str, settings: LimiterSettings, duration_s: float, mixed: bool, start: Any, out: Any
+) -> None:
     async def main() -> ReplicaResult:
         client = Redis.from_url(url)
         limiter = RedisLimiter(client, {PROVIDER: RATE}, KEYS, settings)
         grants: list[float] = []
+        units: list[int] = []
         try:
-            await _acquire_for(limiter, duration_s, workers=32, grants=grants)
+            await _acquire_for(limiter, duration_s, 32, grants, units if mixed else None)
         finally:
             await limiter.close()
             await client.aclose()
         stats = limiter.stats
-        return ReplicaResult(grants, stats.lease_calls, stats.slots_leased, stats.slots_dropped)
+        return ReplicaResult(
+            grants, units, stats.lease_calls, stats.slots_leased, stats.slots_dropped
+        )
 
     start.wait()
     out.put(asyncio.run(main()))
@@ -109,6 +156,7 @@ class Replicas:
     count: int
     duration_s: float
     settings: LimiterSettings = field(default_factory=LimiterSettings)
+    mixed: bool = False  # acquire mixed_units() units each time, not one
     started: float = 0.0
     results: list[ReplicaResult] = field(default_factory=list)
 
@@ -118,7 +166,14 @@ class Replicas:
         self._processes = [
             _MP.Process(
                 target=_replica,
-                args=(self.url, self.settings, self.duration_s, self._start, self._out),
+                args=(
+                    self.url,
+                    self.settings,
+                    self.duration_s,
+                    self.mixed,
+                    self._start,
+                    self._out,
+                ),
                 daemon=True,
             )
             for _ in range(self.count)
@@ -136,6 +191,14 @@ class Replicas:
         for process in self._processes:
             process.join(timeout=10)
         return sorted(t for result in self.results for t in result.grants)
+
+    def unit_grants(self) -> list[tuple[float, int]]:
+        """(time, units) of every grant of every replica (after join(), with `mixed`)."""
+        return sorted(
+            pair
+            for result in self.results
+            for pair in zip(result.grants, result.units, strict=True)
+        )
 
 
 @pytest.fixture
@@ -398,3 +461,104 @@ async def test_cancelled_waiters_do_not_break_the_lane(
     results = await asyncio.gather(*waiters, return_exceptions=True)
     assert sum(isinstance(r, float) for r in results) == 10
     await asyncio.wait_for(limiter.acquire(PROVIDER), 1)
+
+
+# -- units (a long SMS's segments) ----------------------------------------------------
+
+
+def test_mixed_units_across_replicas_stay_within_the_bound(
+    redis_url: str, replicas: list[Replicas]
+) -> None:
+    group = Replicas(redis_url, count=3, duration_s=2.0, mixed=True)
+    replicas.append(group)
+    group.start()
+    group.join()
+    grants = group.unit_grants()
+
+    k_max = max(units for _, units in grants)
+    assert k_max >= 4  # the long messages were in the mix
+    slots_per_window = math.floor(RATE * group.settings.pace)
+    assert max_units_in_window(grants) <= slots_per_window + group.count * (k_max - 1)
+    # The rate is used in units (slots), not messages; loose: cold start, noisy machine.
+    total = sum(units for _, units in grants)
+    assert total >= 0.8 * slots_per_window * group.duration_s
+    assert len(grants) < 0.7 * total
+    assert all(result.grants for result in group.results)  # every replica got a share
+
+
+async def test_every_unit_granted_took_one_slot(
+    redis_url: str, clients: list[Redis], limiters: list[RedisLimiter]
+) -> None:
+    """Slot accounting: each unit granted used exactly one leased slot (the rest were
+    dropped or are still held), so a k-unit send charged k slots of the shared grid."""
+    limiter = await _limiter(redis_url, clients, limiters)
+    granted: list[int] = []
+    rng = random.Random(3)
+
+    async def worker() -> None:
+        for _ in range(12):
+            units = mixed_units(rng)
+            await limiter.acquire(PROVIDER, units)
+            granted.append(units)
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(8))), 10)
+    queue = limiter._queues[PROVIDER]
+    held = len(queue._slots) + len(queue._claimed)
+    stats = limiter.stats
+    assert not queue._claimed  # nobody waits, so nothing is claimed
+    assert stats.slots_leased - stats.slots_dropped - held == sum(granted)
+    assert max(granted) > 3
+
+
+async def test_a_long_message_at_the_head_is_not_starved(
+    redis_url: str, clients: list[Redis], limiters: list[RedisLimiter]
+) -> None:
+    """Short messages keep the limiter saturated; a 10-unit one still goes through, and
+    nothing queued after it passes it."""
+    limiter = await _limiter(redis_url, clients, limiters)
+    asked: list[tuple[float, float]] = []  # (acquire called, slot) of 1-unit acquires
+    stop = asyncio.Event()
+
+    async def short() -> None:
+        while not stop.is_set():
+            called = time.monotonic()
+            asked.append((called, await limiter.acquire(PROVIDER)))
+
+    shorts = [asyncio.create_task(short()) for _ in range(30)]
+    try:
+        await asyncio.sleep(0.3)
+        big = asyncio.create_task(limiter.acquire(PROVIDER, 10))
+        await asyncio.sleep(0)  # its first step (queueing it) runs before we resume
+        queued = time.monotonic()  # so any acquire called after this is behind it
+        granted = await asyncio.wait_for(big, 3)
+        await asyncio.sleep(0.2)  # the short ones queued behind it get theirs
+    finally:
+        stop.set()
+        for task in shorts:
+            task.cancel()
+        await asyncio.gather(*shorts, return_exceptions=True)
+    later = [slot for called, slot in asked if called > queued]
+    assert later, "the short messages kept coming"
+    assert min(later) > granted  # its 10 slots came first; theirs are later ones
+
+
+async def test_degraded_mode_charges_units(
+    clients: list[Redis], limiters: list[RedisLimiter]
+) -> None:
+    """Redis never reachable: after the hold, local pacing at rate / replicas counts units."""
+    from tests.services import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    limiter = await _limiter(url, clients, limiters, degraded_replicas=2)
+    started = time.monotonic()
+    grants: list[float] = []
+    units: list[int] = []
+    await _acquire_for(limiter, 2.4, workers=16, grants=grants, units=units)
+
+    pairs = list(zip(grants, units, strict=True))
+    cap = math.floor(RATE / 2 * limiter.settings.pace)
+    assert max_units_in_window(pairs) <= cap
+    # Local grants start 1 s + look-ahead after the first failed lease.
+    assert min(grants) >= started + 1.0
+    assert sum(units) >= 0.6 * cap * (2.4 - 1.3)
+    assert len(grants) < 0.7 * sum(units)
