@@ -228,6 +228,8 @@ def run(scenario: Scenario, seconds: float, per_message: float) -> dict[str, obj
             # Let what is queued drain a little; the figures are first to last arrival.
             time.sleep(1.0 + scenario.latency_ms / 1000)
             buckets = _decision_buckets(urls)
+            dispatch = [_get_json(f"{url}/readyz").get("dispatch") for url in urls]
+            print(f"  dispatch: {dispatch}", file=sys.stderr)
             stats = _get_json(f"{fake_url}/_stats")
         finally:
             for process in reversed(processes):
@@ -239,6 +241,12 @@ def run(scenario: Scenario, seconds: float, per_message: float) -> dict[str, obj
     times = sorted(float(a["at"]) for a in accepted)
     duration = times[-1] - times[0] if len(times) > 1 else math.nan
     segments = int(str(stats["segments_total"]))
+    per_second: dict[int, int] = {}
+    for a in accepted:
+        second = int(float(a["at"]) - times[0])
+        per_second[second] = per_second.get(second, 0) + int(a["segments"])
+    print(f"  segments per second: {[per_second[s] for s in sorted(per_second)]}",
+          file=sys.stderr)  # fmt: skip
     return {
         "offered": offered,
         "messages": len(accepted),

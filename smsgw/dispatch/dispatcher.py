@@ -48,6 +48,10 @@ _log = structlog.get_logger("smsgw.dispatch")
 OPEN_CIRCUIT_RETRY_S = 1.0
 # How long a message waits in the queue when its provider's lane is overfull (the bulkhead).
 LANE_FULL_RETRY_S = 0.5
+# Messages taken in whose task has not yet picked a provider. A queue that has messages at
+# hand answers get() without yielding, so without this bound the intake would take up to
+# `concurrency` before any lane could say it is full.
+INTAKE_AHEAD = 64
 
 
 class Dispatcher:
@@ -88,6 +92,7 @@ class Dispatcher:
         self._intake: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
+        self._unpicked = 0  # taken in, no lane yet
 
     @property
     def limiter(self) -> ProviderLimiter:
@@ -133,12 +138,13 @@ class Dispatcher:
                 self._room.clear()
                 await self._room.wait()
             message = await self._queue.get()
+            self._unpicked += 1
             task = asyncio.create_task(self._run(message))
             tasks.add(task)
             task.add_done_callback(self._settled)
 
     def _may_take(self) -> bool:
-        if len(self._tasks) >= self._settings.concurrency:
+        if len(self._tasks) >= self._settings.concurrency or self._unpicked >= INTAKE_AHEAD:
             return False
         return any(lane.has_room() for lane in self.lanes.values())
 
@@ -164,6 +170,8 @@ class Dispatcher:
     # -- one message --------------------------------------------------------------------
 
     async def _deliver(self, message: Message) -> None:
+        self._unpicked -= 1
+        self._room.set()
         if self._too_old(message):
             await self._expire(message, f"not sent within {self._settings.max_age_s:g} s")
             return
@@ -179,14 +187,14 @@ class Dispatcher:
             return
         lane = self.lanes[provider.name]
         verdict: Verdict = "none"
-        lane.waiting += 1
+        lane.held += 1
         try:
             if lane.overfull():
                 await self._lane_full(message, lane)
                 return
             verdict = await self._deliver_through(message, lane, lane.units(segments))
         finally:
-            lane.waiting -= 1
+            lane.held -= 1
             self._room.set()
             # Also on cancellation or a bug: a half-open probe must be given back.
             self._router.report(provider.name, verdict)

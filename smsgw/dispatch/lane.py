@@ -64,8 +64,8 @@ class Lane:
         self.waiting_budget = (
             max_held if rate is None else max(MIN_WAITING, math.ceil(rate * WAIT_AHEAD_S))
         )
-        self.waiting = 0  # messages between intake and their write
-        self.open_now = 0  # requests written and not yet answered
+        self.held = 0  # messages picked for this provider and not finished
+        self.open_now = 0  # of those, requests written and not yet answered
         self.refusals = 0
         self._refusal_pause_s = 0.0
         self._paused_until = 0.0
@@ -73,6 +73,12 @@ class Lane:
     def units(self, segments: int) -> int:
         """What one message costs of the provider's rate."""
         return max(segments, 1) if self._counts_segments else 1
+
+    @property
+    def waiting(self) -> int:
+        """Messages waiting for a place, a connection or a slot (not those in flight: the
+        requests open follow from rate x latency and must not eat the budget)."""
+        return self.held - self.open_now
 
     def has_room(self) -> bool:
         return self.waiting < self.waiting_budget
