@@ -45,6 +45,7 @@ from smsgw.transport import (
     NotSent,
     Pool,
     PoolClosed,
+    PoolStats,
     PoolTimeout,
     RequestTemplate,
     Response,
@@ -174,6 +175,10 @@ class HttpProvider(Provider):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    def pool_stats(self) -> PoolStats | None:
+        """The connection pool's counters (None before start() and after close())."""
+        return None if self._pool is None else self._pool.stats()
 
     async def ready(self) -> SendHandle:
         if self._pool is None:
