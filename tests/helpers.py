@@ -7,6 +7,7 @@ import asyncio
 import collections
 import re
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -158,7 +159,9 @@ class ScriptedHttp:
             provider = make(base_url=http.url)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """With `ssl_context`, it serves https (its `url` says so)."""
+        self._ssl = ssl_context
         self.requests: list[Recorded] = []
         self.unscripted: list[Recorded] = []
         self._queued: dict[str, collections.deque[Reply]] = {}
@@ -193,10 +196,10 @@ class ScriptedHttp:
         # No access log: it would print every request (bodies hold codes in some tests).
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self._ssl else 'http'}://127.0.0.1:{port}"
         return self
 
     async def close(self) -> None:

@@ -13,12 +13,15 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from bench.fast_fake import self_signed_certificate, server_ssl_context
 from smsgw.errors import (
+    ConfigError,
     PermanentProviderError,
     ProviderError,
     RetryableProviderError,
@@ -206,6 +209,56 @@ async def test_a_path_prefix_in_base_url_is_kept(
     http.post("/gateway" + adapter.path, **adapter.success)
     provider = await started(adapter, http.url + "/gateway/")
     assert (await provider.send(adapter.sms())).provider_message_id == "ID-1"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(ca.pem, cert.pem, key.pem): a private CA and a server certificate for 127.0.0.1."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_certificate(directory)
+    return directory / "ca.pem", cert, key
+
+
+async def test_tls_with_the_entry_s_ca_file(
+    adapter: Adapter, started: Start, certificates: tuple[Path, Path, Path]
+) -> None:
+    ca, cert, key = certificates
+    async with ScriptedHttp(server_ssl_context(cert, key)) as https:
+        https.post(adapter.path, **adapter.success)
+        provider = await started(adapter, https.url, ca_file=str(ca))
+        assert (await provider.send(adapter.sms())).provider_message_id == "ID-1"
+        assert len(https.requests) == 1
+
+
+async def test_tls_refused_by_the_system_cas_is_not_sent(
+    adapter: Adapter, started: Start, certificates: tuple[Path, Path, Path]
+) -> None:
+    _, cert, key = certificates
+    async with ScriptedHttp(server_ssl_context(cert, key)) as https:
+        https.post(adapter.path, **adapter.success)
+        error = await failure(await started(adapter, https.url), adapter)
+        assert https.requests == []
+    assert_retryable(error, ambiguous=False)
+    assert error.detail == "cannot connect"
+    assert type(error.__cause__) is ConnectFailed
+
+
+@pytest.mark.parametrize(
+    ("base", "overrides", "key"),
+    [
+        ("http://127.0.0.1:9", {"ca_file": "/etc/ssl/certs/ca-certificates.crt"}, "ca_file"),
+        ("https://127.0.0.1:9", {"ca_file": "/nonexistent/ca.pem"}, "ca_file"),
+        ("http://127.0.0.1:9/?x=1", {}, "base_url"),
+        ("http://user@127.0.0.1:9", {}, "base_url"),
+    ],
+    ids=["ca-file-for-http", "missing-ca-file", "query", "user-info"],
+)
+def test_unusable_entries_are_refused_when_built(
+    adapter: Adapter, base: str, overrides: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        adapter.make(base, **overrides)
+    assert info.value.key == f"providers.{adapter.name}.{key}"
 
 
 async def test_send_before_start_is_a_programming_error(adapter: Adapter) -> None:
