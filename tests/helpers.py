@@ -1,20 +1,25 @@
-"""Helpers shared by tests: settings builder, console SMS reader, code extraction."""
+"""Helpers shared by tests: settings builder, console SMS reader, code extraction, and the
+scripted HTTP server that stands in for a provider's API."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
+import socket
+import ssl
+import struct
 import time
-import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import parse_qs
 
 import orjson
-from aiohttp import ClientResponse
+from aiohttp import web
 from aiohttp.test_utils import TestClient
-from aioresponses import aioresponses
-from yarl import URL
 
 from smsgw.app import create_app
 from smsgw.settings import Settings, parse_settings
@@ -74,22 +79,6 @@ def code_in(sms_body: str) -> str:
     return match.group(1)
 
 
-class CompatResponse(ClientResponse):
-    # aioresponses 0.7.9 does not pass the `stream_writer` that aiohttp 3.14 requires
-    # (pnuckowski/aioresponses#289); a finished request only needs its output size.
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class FakeHttp(aioresponses):  # type: ignore[misc]
-    """aioresponses whose faked answers work with aiohttp 3.14 (see CompatResponse)."""
-
-    def add(self, url: Any, method: str = "GET", **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", CompatResponse)
-        super().add(url, method, **kwargs)
-
-
 async def wait_sms(path: Path, count: int, timeout: float = 2.0) -> list[dict[str, Any]]:
     """The SMS lines once at least `count` arrived, or whatever is there after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -108,3 +97,197 @@ async def app_client(
         create_app(make_settings(sms_path, **sections))
     )
     return client
+
+
+# --- a scripted HTTP server standing in for a provider's API -----------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What ScriptedHttp answers to one request.
+
+    `payload` is sent as JSON (and sets the content type), else `body`. `raw` bytes are
+    written as they are instead of an answer (a cut head or body, garbage), then `drop`
+    ends the connection: "close" (FIN) or "reset" (RST) without an answer. `hang` never
+    answers (until the server closes). `chunked` sends the body in chunks, no length.
+    """
+
+    status: int = 200
+    payload: Any = None
+    body: bytes | str = b""
+    content_type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    chunked: bool = False
+    raw: bytes | None = None
+    drop: Literal["close", "reset"] | None = None
+    hang: bool = False
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server read it. `peer` is the client's (host, port): the same
+    peer for two requests means one kept-alive connection."""
+
+    method: str
+    path: str
+    query_string: str
+    headers: Mapping[str, str]  # names in any case
+    body: bytes
+    peer: tuple[str, int]
+    wall: float  # time.time() and time.monotonic() when it was read
+    mono: float
+
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.body.decode(), keep_blank_values=True, strict_parsing=True)
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+Script = Callable[[Recorded], Reply]
+
+
+class ScriptedHttp:
+    """A real HTTP/1.1 server (aiohttp.web) on a free 127.0.0.1 port that records every
+    request and answers each path from a script: replies queued by `post()` (each used
+    once, the last one again if `repeat`), or a function of the request (`script()`).
+    A request nobody scripted is answered 599 and kept in `unscripted`.
+
+        async with ScriptedHttp() as http:
+            http.post("/sms/json", status=200, payload={...})
+            provider = make(base_url=http.url)
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """With `ssl_context`, it serves https (its `url` says so)."""
+        self._ssl = ssl_context
+        self.requests: list[Recorded] = []
+        self.unscripted: list[Recorded] = []
+        self._queued: dict[str, collections.deque[Reply]] = {}
+        self._repeat: dict[str, bool] = {}
+        self._scripts: dict[str, Script] = {}
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def post(
+        self, path: str, reply: Reply | None = None, *, repeat: bool = False, **fields: Any
+    ) -> None:
+        """Queue `reply` (or Reply(**fields)) for the next request to `path`."""
+        self._queued.setdefault(path, collections.deque()).append(reply or Reply(**fields))
+        self._repeat[path] = repeat
+
+    def script(self, path: str, answer: Script) -> None:
+        """Answer every request to `path` with `answer(request)`."""
+        self._scripts[path] = answer
+
+    def sent(self, path: str | None = None) -> list[Recorded]:
+        """The requests read so far (to `path`), in order."""
+        return [r for r in self.requests if path is None or r.path == path]
+
+    def peers(self) -> set[tuple[str, int]]:
+        """The client connections requests came on."""
+        return {r.peer for r in self.requests}
+
+    async def start(self) -> Self:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # No access log: it would print every request (bodies hold codes in some tests).
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"{'https' if self._ssl else 'http'}://127.0.0.1:{port}"
+        return self
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _reply_for(self, recorded: Recorded) -> Reply | None:
+        script = self._scripts.get(recorded.path)
+        if script is not None:
+            return script(recorded)
+        queued = self._queued.get(recorded.path)
+        if not queued:
+            return None
+        if len(queued) == 1 and self._repeat.get(recorded.path):
+            return queued[0]
+        return queued.popleft()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        recorded = Recorded(
+            method=request.method,
+            path=request.path,
+            query_string=request.query_string,
+            headers=request.headers.copy(),
+            body=body,
+            peer=(peer[0], peer[1]) if peer else ("", 0),
+            wall=time.time(),
+            mono=time.monotonic(),
+        )
+        self.requests.append(recorded)
+        reply = self._reply_for(recorded)
+        if reply is None:
+            self.unscripted.append(recorded)
+            return web.Response(status=599, text="no reply scripted")
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.hang:
+            await self._closing.wait()
+            return web.Response(status=599)
+        if reply.raw is not None or reply.drop is not None:
+            return self._drop(request, reply)
+        payload: bytes = (
+            orjson.dumps(reply.payload)
+            if reply.payload is not None
+            else reply.body.encode()
+            if isinstance(reply.body, str)
+            else reply.body
+        )
+        content_type = reply.content_type or (
+            "application/json" if reply.payload is not None else "text/plain"
+        )
+        if not reply.chunked:
+            return web.Response(
+                status=reply.status, body=payload, headers=reply.headers, content_type=content_type
+            )
+        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        response.content_type = content_type
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        # In pieces, each a chunk of its own written (and awaited) apart: the client must
+        # join chunks, perhaps across reads.
+        for start in range(0, len(payload), 7):
+            await response.write(payload[start : start + 7])
+        await response.write_eof()
+        return response
+
+    def _drop(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        if reply.raw is not None:
+            transport.write(reply.raw)
+        if reply.drop == "reset":
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.close()
+        # Never written: the connection is gone.
+        return web.Response(status=599)

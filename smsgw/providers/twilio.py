@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import quote, urlencode
 
-from smsgw.errors import PermanentProviderError, RetryableProviderError
+from smsgw.errors import ConcurrencyLimited, PermanentProviderError, RetryableProviderError
 from smsgw.providers.base import OutgoingSms
-from smsgw.providers.http import Answer, HttpProvider, json_object
+from smsgw.providers.http import Answer, HttpProvider, json_object, parse_retry_after
 from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.providers.receipts import (
     Receipt,
@@ -42,6 +42,9 @@ PERMANENT_CODES: dict[int, str] = {
 }
 # Codes that mean "slow down": nothing was processed, retry after a pause.
 THROTTLE_CODES: frozenset[int] = frozenset({20429, 14107, 63017})
+# With HTTP 429: too many of the account's requests open at once (its concurrency limit),
+# not too many per second.
+CONCURRENCY_CODE: Final = 20429
 # ValidityPeriod range the API accepts, in seconds.
 _VALIDITY_MIN, _VALIDITY_MAX = 1, 36_000
 
@@ -137,6 +140,15 @@ class TwilioProvider(HttpProvider):
         raw_code = body.get("code")
         code = raw_code if isinstance(raw_code, int) else None
         code_text = None if code is None else str(code)
+        if status == 429 and code == CONCURRENCY_CODE:
+            # No pause is owed unless Twilio names one: fewer open requests is the cure.
+            retry_after = answer.retry_after
+            raise ConcurrencyLimited(
+                self.name,
+                "too many concurrent requests",
+                code=code_text,
+                retry_after_s=0.0 if retry_after is None else parse_retry_after(retry_after),
+            )
         if status == 429 or code in THROTTLE_CODES:
             raise self.throttled(answer, code=code_text)
         if status >= 500:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qsl
 
 import msgspec
 import pytest
@@ -37,7 +37,7 @@ from smsgw.settings import (
     parse_settings,
 )
 from tests.api.test_messages import twilio_provider
-from tests.helpers import FakeHttp, app_client, make_settings
+from tests.helpers import ScriptedHttp, app_client, make_settings
 
 PUBLIC = "https://sms.example.com"
 PHONE = "+14155550100"
@@ -403,8 +403,8 @@ TWILIO_ENTRY = {
     "from": "+15005550006",
 }
 VONAGE_ENTRY = {"name": "vonage", "kind": "vonage", "api_key": "k", "api_secret": "s", "from": "x"}
-TWILIO_API = URL("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json")
-VONAGE_API = URL("https://rest.nexmo.com/sms/json")
+TWILIO_API = "/2010-04-01/Accounts/AC1/Messages.json"
+VONAGE_API = "/sms/json"
 
 
 def replica(sms_path: Path, **server: str) -> Settings:
@@ -419,21 +419,25 @@ def replica(sms_path: Path, **server: str) -> Settings:
 
 
 async def forms_sent(settings: Settings, twilio_id: str, vonage_id: str) -> tuple[URL, str]:
-    """Send one SMS through each provider as a replica with `settings` would (aioresponses
-    records the requests); returns Twilio's StatusCallback and Vonage's client-ref."""
+    """Send one SMS through each provider as a replica with `settings` would (to a scripted
+    server standing in for both APIs); returns Twilio's StatusCallback and Vonage's
+    client-ref."""
     keys = receipt_keys(settings.server, settings.otp)
     assert keys is not None
     tagger = ReceiptTagger(*keys)
-    twilio, vonage = (build_provider(p, PUBLIC, tagger) for p in settings.providers)
-    with FakeHttp() as http:
+    async with ScriptedHttp() as http:
+        twilio, vonage = (
+            build_provider(msgspec.structs.replace(p, base_url=http.url), PUBLIC, tagger)
+            for p in settings.providers
+        )
         http.post(TWILIO_API, status=201, payload={"sid": "SM1", "status": "queued"})
         http.post(VONAGE_API, payload={"messages": [{"status": "0", "message-id": "0A1"}]})
         for provider, message_id in ((twilio, twilio_id), (vonage, vonage_id)):
             await provider.start()
             await provider.send(OutgoingSms(message_id=message_id, to=PHONE, body="hi"))
             await provider.close()
-        twilio_form = parse_qs(http.requests[("POST", TWILIO_API)][0].kwargs["data"].decode())
-        vonage_form = parse_qs(http.requests[("POST", VONAGE_API)][0].kwargs["data"].decode())
+        twilio_form = http.sent(TWILIO_API)[0].form()
+        vonage_form = http.sent(VONAGE_API)[0].form()
     assert vonage_form["callback"] == [f"{PUBLIC}/v1/webhooks/vonage"]
     return URL(twilio_form["StatusCallback"][0]), vonage_form["client-ref"][0]
 

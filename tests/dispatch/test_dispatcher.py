@@ -1,19 +1,17 @@
-"""Dispatcher with the real TwilioProvider (HTTP faked by aioresponses), MemoryQueue and
-MemoryLimiter: outcomes, retries, throttling, expiry and failover."""
+"""Dispatcher with the real TwilioProvider (each on a scripted local HTTP server), MemoryQueue
+and MemoryLimiter: outcomes, retries, throttling, expiry and failover."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
-from aioresponses import CallbackResult
-from yarl import URL
 
 from smsgw.dispatch.dispatcher import Dispatcher
 from smsgw.dispatch.router import Route, Router
@@ -22,7 +20,7 @@ from smsgw.providers.twilio import TwilioProvider
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message, Priority
 from smsgw.settings import BreakerSettings, DispatchSettings, TwilioProviderSettings
-from tests.helpers import CompatResponse, FakeHttp, RecordedAudit
+from tests.helpers import Recorded, RecordedAudit, Reply, ScriptedHttp
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,8 +38,7 @@ def throttled(retry_after: str) -> Answer:
     return (429, {"code": 20429, "message": "Too Many Requests"}, {"Retry-After": retry_after})
 
 
-def messages_url(name: str) -> str:
-    return f"http://{name}.test/2010-04-01/Accounts/{SID}/Messages.json"
+MESSAGES_PATH = f"/2010-04-01/Accounts/{SID}/Messages.json"
 
 
 @dataclass
@@ -59,19 +56,11 @@ class FakeTwilio:
     answers: list[Answer]
     calls: list[Call] = field(default_factory=list)
 
-    def respond(self, url: URL, **kwargs: Any) -> CallbackResult:
-        raw = kwargs["data"]
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        form = {key: values[0] for key, values in parse_qs(text).items()}
-        self.calls.append(Call(time.time(), time.monotonic(), form))
+    def respond(self, request: Recorded) -> Reply:
+        form = {key: values[0] for key, values in request.form().items()}
+        self.calls.append(Call(request.wall, request.mono, form))
         status, payload, headers = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return CallbackResult(
-            method="POST",
-            status=status,
-            payload=payload,
-            headers=headers,
-            response_class=CompatResponse,
-        )
+        return Reply(status=status, payload=payload, headers=headers or {})
 
 
 @dataclass
@@ -100,7 +89,7 @@ MakeRig = Callable[..., Awaitable[Rig]]
 @pytest.fixture
 async def make_rig() -> AsyncIterator[MakeRig]:
     rigs: list[Rig] = []
-    with FakeHttp() as http:
+    async with contextlib.AsyncExitStack() as servers:
 
         async def make(
             answers: dict[str, Sequence[Answer]],
@@ -116,7 +105,9 @@ async def make_rig() -> AsyncIterator[MakeRig]:
             routes: list[Route] = []
             for name, script in answers.items():
                 fake = FakeTwilio(name, list(script))
-                http.post(messages_url(name), callback=fake.respond, repeat=True)
+                # One server per provider, as each is its own origin.
+                http = await servers.enter_async_context(ScriptedHttp())
+                http.script(MESSAGES_PATH, fake.respond)
                 fakes[name] = fake
                 provider = TwilioProvider(
                     TwilioProviderSettings(
@@ -124,7 +115,7 @@ async def make_rig() -> AsyncIterator[MakeRig]:
                         account_sid=SID,
                         auth_token=TOKEN,
                         from_="+15005550006",
-                        base_url=f"http://{name}.test",
+                        base_url=http.url,
                     )
                 )
                 await provider.start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import orjson
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
-from yarl import URL
 
 from bench.fake_provider import AirtelAccount, FakeProvider, Faults
 from smsgw.app import create_app
@@ -29,7 +28,7 @@ from smsgw.providers import build_provider
 from smsgw.providers.airtel import HTTP_OUTCOMES, AirtelProvider
 from smsgw.providers.base import OutgoingSms
 from smsgw.settings import AirtelProviderSettings, parse_settings
-from tests.helpers import FakeHttp, code_in, make_settings
+from tests.helpers import ScriptedHttp, code_in, make_settings
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,7 +41,7 @@ TEMPLATE = "1207161729866691748"
 TO = "+919876543210"
 BODY = "Your smsgw code is 493817. It expires in 10 minutes."
 BASE = "http://airtel.test"
-URL_ = f"{BASE}/api/v1/send-sms"
+PATH = "/api/v1/send-sms"
 
 
 def settings(**overrides: Any) -> AirtelProviderSettings:
@@ -86,36 +85,30 @@ def failed(code: Any = "E100", description: str = "refused") -> dict[str, Any]:
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[AirtelProvider]:
-    p = AirtelProvider(settings())
+async def provider(http: ScriptedHttp) -> AsyncIterator[AirtelProvider]:
+    p = AirtelProvider(settings(base_url=http.url))
     await p.start()
     yield p
     await p.close()
 
 
-@pytest.fixture
-def fake() -> Any:
-    with FakeHttp() as mocked:
-        yield mocked
-
-
-def call_of(mocked: Any, index: int = 0) -> tuple[dict[str, Any], dict[str, str]]:
-    call = mocked.requests[("POST", URL(URL_))][index]
-    return orjson.loads(call.kwargs["data"]), call.kwargs["headers"]
+def call_of(http: ScriptedHttp, index: int = 0) -> tuple[dict[str, Any], Mapping[str, str]]:
+    request = http.sent(PATH)[index]
+    return orjson.loads(request.body), request.headers
 
 
 # --- request shape -----------------------------------------------------------------------
 
 
 async def test_request_is_json_with_dlt_ids_and_national_number(
-    provider: AirtelProvider, fake: Any
+    provider: AirtelProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=200, payload=ok("req-1"))
+    http.post(PATH, status=200, payload=ok("req-1"))
 
     receipt = await provider.send(sms())
 
     assert (receipt.provider, receipt.provider_message_id) == ("airtel", "req-1")
-    body, headers = call_of(fake)
+    body, headers = call_of(http)
     assert body == {
         "customerId": CUSTOMER,
         "destinationAddress": ["9876543210"],
@@ -130,15 +123,15 @@ async def test_request_is_json_with_dlt_ids_and_national_number(
     assert headers["Content-Type"] == "application/json"
 
 
-async def test_otp_flag_and_message_type_come_from_settings(fake: Any) -> None:
-    p = AirtelProvider(settings(otp=True, message_type="TRANSACTIONAL"))
+async def test_otp_flag_and_message_type_come_from_settings(http: ScriptedHttp) -> None:
+    p = AirtelProvider(settings(otp=True, message_type="TRANSACTIONAL", base_url=http.url))
     await p.start()
     try:
-        fake.post(URL_, status=200, payload=ok())
+        http.post(PATH, status=200, payload=ok())
         await p.send(sms())
     finally:
         await p.close()
-    body, _ = call_of(fake)
+    body, _ = call_of(http)
     assert body["otp"] is True
     assert body["messageType"] == "TRANSACTIONAL"
 
@@ -148,13 +141,36 @@ async def test_otp_flag_and_message_type_come_from_settings(fake: Any) -> None:
     ["+14155550100", "+447911123456", "+9198765432", "+9198765432101", "+92987654321"],
 )
 async def test_non_indian_numbers_are_refused_without_a_request(
-    provider: AirtelProvider, fake: Any, to: str
+    provider: AirtelProvider, http: ScriptedHttp, to: str
 ) -> None:
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms(to=to))
     assert "+91" in info.value.detail
     assert to not in str(info.value)
-    assert fake.requests == {}
+    assert http.requests == []
+    # The connection ready() took went back to the pool unused.
+    stats = provider.pool_stats()
+    assert stats is not None
+    assert (stats.open, stats.idle, stats.requests) == (1, 1, 0)
+
+
+async def test_a_refusal_by_encode_after_ready_gives_the_connection_back(
+    http: ScriptedHttp,
+) -> None:
+    # The dispatcher's path: ready(), then launch(), which refuses before writing.
+    http.post(PATH, status=200, payload=ok("req-1"))
+    p = AirtelProvider(settings(base_url=http.url, max_in_flight=1, timeout_s=0.5))
+    await p.start()
+    try:
+        handle = await p.ready()
+        with pytest.raises(PermanentProviderError):
+            handle.launch(sms(to="+14155550100"))
+        # With one connection at most, this would fail as "no free connection" otherwise.
+        receipt = await p.send(sms())
+    finally:
+        await p.close()
+    assert receipt.provider_message_id == "req-1"
+    assert len(http.requests) == 1
 
 
 def test_factory_builds_an_airtel_provider() -> None:
@@ -166,28 +182,28 @@ def test_factory_builds_an_airtel_provider() -> None:
 
 @pytest.mark.parametrize("request_id", ["abc-123", 98765])
 async def test_success_returns_the_request_id(
-    provider: AirtelProvider, fake: Any, request_id: Any
+    provider: AirtelProvider, http: ScriptedHttp, request_id: Any
 ) -> None:
-    fake.post(URL_, status=200, payload=ok(request_id))
+    http.post(PATH, status=200, payload=ok(request_id))
     assert (await provider.send(sms())).provider_message_id == str(request_id)
 
 
 @pytest.mark.parametrize("status", [200, 201, 202])
 @pytest.mark.parametrize("code", ["E100", 4001, "SOME_NEW_CODE"])
 async def test_error_code_in_a_2xx_is_permanent(
-    provider: AirtelProvider, fake: Any, status: int, code: Any
+    provider: AirtelProvider, http: ScriptedHttp, status: int, code: Any
 ) -> None:
-    fake.post(URL_, status=status, payload={**failed(code), "messageRequestId": "r-1"})
+    http.post(PATH, status=status, payload={**failed(code), "messageRequestId": "r-1"})
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms())
     assert info.value.code == str(code)
 
 
 async def test_error_code_that_is_not_a_code_is_still_an_error_but_not_kept(
-    provider: AirtelProvider, fake: Any
+    provider: AirtelProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(
-        URL_, status=200, payload={**failed("Invalid template: see text"), "messageRequestId": "r"}
+    http.post(
+        PATH, status=200, payload={**failed("Invalid template: see text"), "messageRequestId": "r"}
     )
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms())
@@ -206,9 +222,9 @@ async def test_error_code_that_is_not_a_code_is_still_an_error_but_not_kept(
     ids=["null-id", "empty-id", "bool-id", "no-id", "not-json"],
 )
 async def test_2xx_without_request_id_is_ambiguous(
-    provider: AirtelProvider, fake: Any, answer: dict[str, Any]
+    provider: AirtelProvider, http: ScriptedHttp, answer: dict[str, Any]
 ) -> None:
-    fake.post(URL_, status=200, **answer)
+    http.post(PATH, status=200, **answer)
     with pytest.raises(RetryableProviderError) as info:
         await provider.send(sms())
     assert info.value.ambiguous is True
@@ -217,10 +233,10 @@ async def test_2xx_without_request_id_is_ambiguous(
 
 @pytest.mark.parametrize(("status", "row"), sorted(HTTP_OUTCOMES.items()))
 async def test_each_http_status_in_the_table(
-    provider: AirtelProvider, fake: Any, status: int, row: tuple[str, str]
+    provider: AirtelProvider, http: ScriptedHttp, status: int, row: tuple[str, str]
 ) -> None:
     outcome, reason = row
-    fake.post(URL_, status=status, payload=failed("X1"), headers={"Retry-After": "3"})
+    http.post(PATH, status=status, payload=failed("X1"), headers={"Retry-After": "3"})
     with pytest.raises(RetryableProviderError) as info:
         await provider.send(sms())
     assert (info.value.detail, info.value.code, info.value.ambiguous) == (reason, "X1", False)
@@ -233,9 +249,9 @@ async def test_each_http_status_in_the_table(
 
 @pytest.mark.parametrize("status", [400, 405, 409, 413, 422])
 async def test_other_4xx_are_permanent_and_keep_the_error_code(
-    provider: AirtelProvider, fake: Any, status: int
+    provider: AirtelProvider, http: ScriptedHttp, status: int
 ) -> None:
-    fake.post(URL_, status=status, payload=failed("INVALID_TEMPLATE"))
+    http.post(PATH, status=status, payload=failed("INVALID_TEMPLATE"))
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms())
     assert info.value.code == "INVALID_TEMPLATE"
@@ -256,16 +272,21 @@ _ECHO = f"password {PASSWORD} for {USER}: {BODY} to 9876543210"
         {"status": 429, "payload": failed("E3", _ECHO)},
         {"status": 500, "body": _ECHO, "content_type": "text/plain"},
         {"status": 200, "payload": {"message": _ECHO}},
-        {"exception": TimeoutError()},
+        {"hang": True},
     ],
     ids=["code-echo", "4xx", "auth", "throttled", "5xx", "no-id", "timeout"],
 )
 async def test_no_error_or_log_carries_password_body_or_number(
-    provider: AirtelProvider, fake: Any, answer: dict[str, Any]
+    http: ScriptedHttp, answer: dict[str, Any]
 ) -> None:
-    fake.post(URL_, **answer)
-    with structlog.testing.capture_logs() as logs, pytest.raises(ProviderError) as info:
-        await provider.send(sms())
+    http.post(PATH, **answer)
+    provider = AirtelProvider(settings(base_url=http.url, timeout_s=0.2))
+    await provider.start()
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(ProviderError) as info:
+            await provider.send(sms())
+    finally:
+        await provider.close()
     assert [entry["event"] for entry in logs] == ["provider_error"]
     exc = info.value
     texts = [str(exc), repr(exc), exc.detail, str(exc.code), *map(repr, logs)]

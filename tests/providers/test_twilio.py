@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
-from yarl import URL
 
 from smsgw.errors import (
+    ConcurrencyLimited,
     PermanentProviderError,
     ProviderError,
     ThrottledError,
@@ -18,7 +17,7 @@ from smsgw.errors import (
 from smsgw.providers.base import OutgoingSms
 from smsgw.providers.twilio import TwilioProvider
 from smsgw.settings import TwilioProviderSettings
-from tests.helpers import FakeHttp
+from tests.helpers import ScriptedHttp
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,7 +27,7 @@ FROM = "+15005550006"
 TO = "+14155550100"
 BODY = "Your smsgw code is 493817. It expires in 10 minutes."
 BASE = "http://twilio.test"
-URL_ = f"{BASE}/2010-04-01/Accounts/{SID}/Messages.json"
+PATH = f"/2010-04-01/Accounts/{SID}/Messages.json"
 
 
 def settings(**overrides: Any) -> TwilioProviderSettings:
@@ -50,25 +49,15 @@ def sms(validity_s: int | None = 600, body: str = BODY) -> OutgoingSms:
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[TwilioProvider]:
-    p = TwilioProvider(settings())
+async def provider(http: ScriptedHttp) -> AsyncIterator[TwilioProvider]:
+    p = TwilioProvider(settings(base_url=http.url))
     await p.start()
     yield p
     await p.close()
 
 
-@pytest.fixture
-def fake() -> Any:
-    with FakeHttp() as mocked:
-        yield mocked
-
-
-def form_of(mocked: Any, url: str = URL_, index: int = 0) -> dict[str, list[str]]:
-    call = mocked.requests[("POST", URL(url))][index]
-    data = call.kwargs["data"]
-    assert isinstance(data, bytes | str)
-    text = data.decode() if isinstance(data, bytes) else data
-    return parse_qs(text, keep_blank_values=True, strict_parsing=True)
+def form_of(http: ScriptedHttp, index: int = 0) -> dict[str, list[str]]:
+    return http.sent(PATH)[index].form()
 
 
 def expected_auth() -> str:
@@ -79,23 +68,23 @@ def expected_auth() -> str:
 
 
 async def test_request_goes_to_account_messages_url_with_form_fields(
-    provider: TwilioProvider, fake: Any
+    provider: TwilioProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=201, payload={"sid": "SM123", "status": "queued"})
+    http.post(PATH, status=201, payload={"sid": "SM123", "status": "queued"})
 
     receipt = await provider.send(sms(validity_s=600))
 
     assert receipt.provider_message_id == "SM123"
     assert receipt.provider == "twilio"
     assert receipt.latency_s >= 0
-    form = form_of(fake)
+    form = form_of(http)
     assert form == {
         "To": [TO],
         "Body": [BODY],
         "From": [FROM],
         "ValidityPeriod": ["600"],
     }
-    headers = fake.requests[("POST", URL(URL_))][0].kwargs["headers"]
+    headers = http.sent(PATH)[0].headers
     assert headers["Authorization"] == expected_auth()
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
 
@@ -105,51 +94,53 @@ async def test_request_goes_to_account_messages_url_with_form_fields(
     [(0, "1"), (-5, "1"), (1, "1"), (599, "599"), (36_000, "36000"), (100_000, "36000")],
 )
 async def test_validity_period_is_clamped_to_twilio_range(
-    provider: TwilioProvider, fake: Any, validity_s: int, expected: str
+    provider: TwilioProvider, http: ScriptedHttp, validity_s: int, expected: str
 ) -> None:
-    fake.post(URL_, status=201, payload={"sid": "SM1"})
+    http.post(PATH, status=201, payload={"sid": "SM1"})
     await provider.send(sms(validity_s=validity_s))
-    assert form_of(fake)["ValidityPeriod"] == [expected]
+    assert form_of(http)["ValidityPeriod"] == [expected]
 
 
 async def test_no_validity_period_for_messages_without_expiry(
-    provider: TwilioProvider, fake: Any
+    provider: TwilioProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=201, payload={"sid": "SM1"})
+    http.post(PATH, status=201, payload={"sid": "SM1"})
     await provider.send(sms(validity_s=None))
-    assert "ValidityPeriod" not in form_of(fake)
+    assert "ValidityPeriod" not in form_of(http)
 
 
-async def test_messaging_service_sid_replaces_from(fake: Any) -> None:
-    p = TwilioProvider(settings(from_=None, messaging_service_sid="MG" + "9" * 32))
+async def test_messaging_service_sid_replaces_from(http: ScriptedHttp) -> None:
+    p = TwilioProvider(
+        settings(from_=None, messaging_service_sid="MG" + "9" * 32, base_url=http.url)
+    )
     await p.start()
     try:
-        fake.post(URL_, status=201, payload={"sid": "SM1", "status": "accepted"})
+        http.post(PATH, status=201, payload={"sid": "SM1", "status": "accepted"})
         await p.send(sms())
     finally:
         await p.close()
-    form = form_of(fake)
+    form = form_of(http)
     assert form["MessagingServiceSid"] == ["MG" + "9" * 32]
     assert "From" not in form
 
 
 async def test_body_with_reserved_characters_survives_form_encoding(
-    provider: TwilioProvider, fake: Any
+    provider: TwilioProvider, http: ScriptedHttp
 ) -> None:
     body = "Code 1234 & more = 100% sûr + ok?\nnext line"
-    fake.post(URL_, status=201, payload={"sid": "SM1"})
+    http.post(PATH, status=201, payload={"sid": "SM1"})
     await provider.send(sms(body=body))
-    assert form_of(fake)["Body"] == [body]
+    assert form_of(http)["Body"] == [body]
 
 
 # --- classification ----------------------------------------------------------------------
 
 
 async def test_429_is_throttled_with_retry_after_from_header(
-    provider: TwilioProvider, fake: Any
+    provider: TwilioProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(
-        URL_,
+    http.post(
+        PATH,
         status=429,
         payload={"code": 20429, "message": "Too Many Requests", "status": 429},
         headers={"Retry-After": "7"},
@@ -162,17 +153,67 @@ async def test_429_is_throttled_with_retry_after_from_header(
     assert info.value.provider == "twilio"
 
 
-async def test_code_20429_throttles_even_without_http_429(
-    provider: TwilioProvider, fake: Any
+@pytest.mark.parametrize(
+    ("retry_after", "expected"), [(None, 0.0), ("2", 2.0), ("0.25", 0.25), ("9999", 60.0)]
+)
+async def test_429_with_20429_is_the_concurrency_limit(
+    provider: TwilioProvider, http: ScriptedHttp, retry_after: str | None, expected: float
 ) -> None:
-    fake.post(URL_, status=400, payload={"code": 20429, "message": "Too many requests"})
-    with pytest.raises(ThrottledError):
+    # Too many requests open at once, not too many per second: no pause unless Twilio
+    # names one.
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    http.post(
+        PATH,
+        status=429,
+        payload={"code": 20429, "message": "Too Many Requests", "status": 429},
+        headers=headers,
+    )
+    with pytest.raises(ConcurrencyLimited) as info:
         await provider.send(sms())
+    assert (info.value.retry_after_s, info.value.code, info.value.ambiguous) == (
+        expected,
+        "20429",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "retry_after", "expected"),
+    [
+        ({"code": 14107, "message": "Rate limit exceeded"}, None, 1.0),
+        ({"code": 63017, "message": "Rate limit exceeded"}, "3", 3.0),
+        ({"message": "Too Many Requests"}, None, 1.0),
+        (None, "5", 5.0),
+    ],
+    ids=["14107", "63017", "no-code", "no-json"],
+)
+async def test_any_other_429_is_a_rate_throttle(
+    provider: TwilioProvider,
+    http: ScriptedHttp,
+    payload: dict[str, Any] | None,
+    retry_after: str | None,
+    expected: float,
+) -> None:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    http.post(PATH, status=429, payload=payload, headers=headers)
+    with pytest.raises(ThrottledError) as info:
+        await provider.send(sms())
+    assert type(info.value) is ThrottledError
+    assert info.value.retry_after_s == expected
+
+
+async def test_code_20429_throttles_even_without_http_429(
+    provider: TwilioProvider, http: ScriptedHttp
+) -> None:
+    http.post(PATH, status=400, payload={"code": 20429, "message": "Too many requests"})
+    with pytest.raises(ThrottledError) as info:
+        await provider.send(sms())
+    assert type(info.value) is ThrottledError  # the concurrency limit is 429 with 20429
 
 
 @pytest.mark.parametrize("code", [21211, 21610, 21614, 21408])
-async def test_permanent_codes(provider: TwilioProvider, fake: Any, code: int) -> None:
-    fake.post(URL_, status=400, payload={"code": code, "message": "nope", "status": 400})
+async def test_permanent_codes(provider: TwilioProvider, http: ScriptedHttp, code: int) -> None:
+    http.post(PATH, status=400, payload={"code": code, "message": "nope", "status": 400})
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms())
     assert info.value.code == str(code)
@@ -180,9 +221,9 @@ async def test_permanent_codes(provider: TwilioProvider, fake: Any, code: int) -
 
 
 async def test_unknown_4xx_code_is_permanent_with_generic_reason(
-    provider: TwilioProvider, fake: Any
+    provider: TwilioProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=400, payload={"code": 99999, "message": "new thing"})
+    http.post(PATH, status=400, payload={"code": 99999, "message": "new thing"})
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms())
     assert info.value.detail == "rejected with HTTP 400"
@@ -215,16 +256,22 @@ _ECHO = f"The 'To' number {TO} is not valid. Body: {BODY} auth {TOKEN}"
         {"status": 429, "payload": {"code": 20429, "message": _ECHO}},
         {"status": 500, "body": _ECHO, "content_type": "text/plain"},
         {"status": 201, "payload": {"message": _ECHO}},
-        {"exception": TimeoutError()},
+        {"hang": True},
+        {"status": 302, "headers": {"Location": f"https://example.com/?token={TOKEN}"}},
     ],
-    ids=["permanent", "unknown", "auth", "throttled", "5xx", "no-sid", "timeout"],
+    ids=["permanent", "unknown", "auth", "throttled", "5xx", "no-sid", "timeout", "redirect"],
 )
 async def test_no_error_text_contains_token_or_body(
-    provider: TwilioProvider, fake: Any, answer: dict[str, Any]
+    http: ScriptedHttp, answer: dict[str, Any]
 ) -> None:
-    fake.post(URL_, **answer)
-    with pytest.raises(ProviderError) as info:
-        await provider.send(sms())
+    http.post(PATH, **answer)
+    provider = TwilioProvider(settings(base_url=http.url, timeout_s=0.2))
+    await provider.start()
+    try:
+        with pytest.raises(ProviderError) as info:
+            await provider.send(sms())
+    finally:
+        await provider.close()
     for text in _error_texts(info.value):
         assert TOKEN not in text
         assert BODY not in text

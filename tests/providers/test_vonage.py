@@ -8,12 +8,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
-from yarl import URL
 
 from bench.fake_provider import FakeProvider, Faults, VonageAccount
 from smsgw.app import create_app
@@ -33,7 +31,7 @@ from smsgw.providers.vonage import (
     parse_client_ref,
 )
 from smsgw.settings import VonageProviderSettings, parse_settings
-from tests.helpers import FakeHttp, code_in, make_settings
+from tests.helpers import ScriptedHttp, code_in, make_settings
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,7 +41,7 @@ FROM = "AcmeInc"
 TO = "+447700900123"
 BODY = "Your smsgw code is 493817. It expires in 10 minutes."
 BASE = "http://vonage.test"
-URL_ = f"{BASE}/sms/json"
+PATH = "/sms/json"
 
 
 def settings(**overrides: Any) -> VonageProviderSettings:
@@ -78,37 +76,29 @@ def refused(*statuses: str, text: str = "refused") -> dict[str, Any]:
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[VonageProvider]:
-    p = VonageProvider(settings())
+async def provider(http: ScriptedHttp) -> AsyncIterator[VonageProvider]:
+    p = VonageProvider(settings(base_url=http.url))
     await p.start()
     yield p
     await p.close()
 
 
-@pytest.fixture
-def fake() -> Any:
-    with FakeHttp() as mocked:
-        yield mocked
-
-
-def form_of(mocked: Any, index: int = 0) -> dict[str, list[str]]:
-    data = mocked.requests[("POST", URL(URL_))][index].kwargs["data"]
-    assert isinstance(data, bytes)
-    return parse_qs(data.decode(), keep_blank_values=True, strict_parsing=True)
+def form_of(http: ScriptedHttp, index: int = 0) -> dict[str, list[str]]:
+    return http.sent(PATH)[index].form()
 
 
 # --- request shape -----------------------------------------------------------------------
 
 
 async def test_request_is_a_form_with_credentials_digits_only_to_and_client_ref(
-    provider: VonageProvider, fake: Any
+    provider: VonageProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=200, payload=ok("0A0000001"))
+    http.post(PATH, status=200, payload=ok("0A0000001"))
 
     receipt = await provider.send(sms(validity_s=600))
 
     assert (receipt.provider, receipt.provider_message_id) == ("vonage", "0A0000001")
-    assert form_of(fake) == {
+    assert form_of(http) == {
         "api_key": [KEY],
         "api_secret": [SECRET],
         "from": [FROM],
@@ -117,7 +107,7 @@ async def test_request_is_a_form_with_credentials_digits_only_to_and_client_ref(
         "client-ref": ["msg_1"],
         "ttl": ["600000"],
     }
-    headers = fake.requests[("POST", URL(URL_))][0].kwargs["headers"]
+    headers = http.sent(PATH)[0].headers
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert "Authorization" not in headers
 
@@ -127,17 +117,19 @@ async def test_request_is_a_form_with_credentials_digits_only_to_and_client_ref(
     [(0, "20000"), (5, "20000"), (20, "20000"), (300, "300000"), (10**7, "604800000")],
 )
 async def test_ttl_is_milliseconds_clamped_to_vonage_range(
-    provider: VonageProvider, fake: Any, validity_s: int, ttl: str
+    provider: VonageProvider, http: ScriptedHttp, validity_s: int, ttl: str
 ) -> None:
-    fake.post(URL_, status=200, payload=ok())
+    http.post(PATH, status=200, payload=ok())
     await provider.send(sms(validity_s=validity_s))
-    assert form_of(fake)["ttl"] == [ttl]
+    assert form_of(http)["ttl"] == [ttl]
 
 
-async def test_no_ttl_for_messages_without_expiry(provider: VonageProvider, fake: Any) -> None:
-    fake.post(URL_, status=200, payload=ok())
+async def test_no_ttl_for_messages_without_expiry(
+    provider: VonageProvider, http: ScriptedHttp
+) -> None:
+    http.post(PATH, status=200, payload=ok())
     await provider.send(sms(validity_s=None))
-    assert "ttl" not in form_of(fake)
+    assert "ttl" not in form_of(http)
 
 
 @pytest.mark.parametrize(
@@ -150,27 +142,29 @@ async def test_no_ttl_for_messages_without_expiry(provider: VonageProvider, fake
     ],
 )
 async def test_non_gsm_text_is_sent_as_unicode(
-    provider: VonageProvider, fake: Any, body: str, unicode: bool
+    provider: VonageProvider, http: ScriptedHttp, body: str, unicode: bool
 ) -> None:
-    fake.post(URL_, status=200, payload=ok())
+    http.post(PATH, status=200, payload=ok())
     await provider.send(sms(body=body))
-    form = form_of(fake)
+    form = form_of(http)
     assert form["text"] == [body]
     assert form.get("type") == (["unicode"] if unicode else None)
 
 
-async def test_numeric_sender_loses_its_plus_and_callback_is_sent(fake: Any) -> None:
+async def test_numeric_sender_loses_its_plus_and_callback_is_sent(http: ScriptedHttp) -> None:
     tagger = ReceiptTagger(b"k" * 32)
     p = VonageProvider(
-        settings(from_="+15005550006"), callback="https://sms.example.com/cb", tagger=tagger
+        settings(from_="+15005550006", base_url=http.url),
+        callback="https://sms.example.com/cb",
+        tagger=tagger,
     )
     await p.start()
     try:
-        fake.post(URL_, status=200, payload=ok())
+        http.post(PATH, status=200, payload=ok())
         await p.send(sms())
     finally:
         await p.close()
-    form = form_of(fake)
+    form = form_of(http)
     assert form["from"] == ["15005550006"]
     assert form["callback"] == ["https://sms.example.com/cb"]
     # client-ref: our id, the send time and the tag proving we sent it through "vonage".
@@ -205,10 +199,10 @@ def test_factory_builds_a_vonage_provider() -> None:
 
 @pytest.mark.parametrize(("status", "row"), sorted(STATUS_OUTCOMES.items()))
 async def test_each_status_in_the_table(
-    provider: VonageProvider, fake: Any, status: str, row: tuple[str, str]
+    provider: VonageProvider, http: ScriptedHttp, status: str, row: tuple[str, str]
 ) -> None:
     outcome, reason = row
-    fake.post(URL_, status=200, payload=refused(status))
+    http.post(PATH, status=200, payload=refused(status))
     with pytest.raises(ProviderError) as info:
         await provider.send(sms())
     error = info.value
@@ -233,23 +227,25 @@ def test_the_table_covers_the_documented_statuses() -> None:
 
 
 async def test_unknown_status_is_permanent_with_generic_reason(
-    provider: VonageProvider, fake: Any
+    provider: VonageProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=200, payload=refused("99"))
+    http.post(PATH, status=200, payload=refused("99"))
     with pytest.raises(PermanentProviderError) as info:
         await provider.send(sms())
     assert (info.value.code, info.value.detail) == ("99", "rejected with status 99")
 
 
-async def test_status_as_a_number_is_understood(provider: VonageProvider, fake: Any) -> None:
-    fake.post(URL_, status=200, payload={"messages": [{"status": 0, "message-id": "0C1"}]})
+async def test_status_as_a_number_is_understood(
+    provider: VonageProvider, http: ScriptedHttp
+) -> None:
+    http.post(PATH, status=200, payload={"messages": [{"status": 0, "message-id": "0C1"}]})
     assert (await provider.send(sms())).provider_message_id == "0C1"
 
 
 async def test_multipart_success_returns_the_first_part_id(
-    provider: VonageProvider, fake: Any
+    provider: VonageProvider, http: ScriptedHttp
 ) -> None:
-    fake.post(URL_, status=200, payload=ok("0D1", "0D2", "0D3"))
+    http.post(PATH, status=200, payload=ok("0D1", "0D2", "0D3"))
     assert (await provider.send(sms())).provider_message_id == "0D1"
 
 
@@ -266,12 +262,12 @@ async def test_multipart_success_returns_the_first_part_id(
 )
 async def test_partly_sent_multipart(
     provider: VonageProvider,
-    fake: Any,
+    http: ScriptedHttp,
     statuses: tuple[str, ...],
     error_type: type[ProviderError],
     ambiguous: bool | None,
 ) -> None:
-    fake.post(URL_, status=200, payload=refused(*statuses))
+    http.post(PATH, status=200, payload=refused(*statuses))
     with pytest.raises(ProviderError) as info:
         await provider.send(sms())
     assert type(info.value) is error_type
@@ -310,9 +306,9 @@ async def test_partly_sent_multipart(
     ],
 )
 async def test_unreadable_200_is_ambiguous(
-    provider: VonageProvider, fake: Any, answer: dict[str, Any]
+    provider: VonageProvider, http: ScriptedHttp, answer: dict[str, Any]
 ) -> None:
-    fake.post(URL_, status=200, **answer)
+    http.post(PATH, status=200, **answer)
     with pytest.raises(RetryableProviderError) as info:
         await provider.send(sms())
     assert info.value.ambiguous is True
@@ -346,7 +342,7 @@ _ECHO = f"api_secret={SECRET} to={TO[1:]} text={BODY}"
         {"status": 200, "payload": {"messages": [{"status": "0", "error-text": _ECHO}]}},
         {"status": 500, "body": _ECHO, "content_type": "text/plain"},
         {"status": 400, "body": _ECHO, "content_type": "text/plain"},
-        {"exception": TimeoutError()},
+        {"hang": True},
     ],
     ids=[
         "invalid",
@@ -361,11 +357,16 @@ _ECHO = f"api_secret={SECRET} to={TO[1:]} text={BODY}"
     ],
 )
 async def test_no_error_or_log_carries_secret_body_or_number(
-    provider: VonageProvider, fake: Any, answer: dict[str, Any]
+    http: ScriptedHttp, answer: dict[str, Any]
 ) -> None:
-    fake.post(URL_, **answer)
-    with structlog.testing.capture_logs() as logs, pytest.raises(ProviderError) as info:
-        await provider.send(sms())
+    http.post(PATH, **answer)
+    provider = VonageProvider(settings(base_url=http.url, timeout_s=0.2))
+    await provider.start()
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(ProviderError) as info:
+            await provider.send(sms())
+    finally:
+        await provider.close()
     assert [entry["event"] for entry in logs] == ["provider_error"]  # the check has teeth
     texts = _error_texts(info.value) + [repr(entry) for entry in logs]
     for text in texts:
