@@ -35,7 +35,12 @@ Answer = tuple[int, dict[str, Any], dict[str, str] | None]
 
 
 def throttled(retry_after: str) -> Answer:
-    return (429, {"code": 20429, "message": "Too Many Requests"}, {"Retry-After": retry_after})
+    # A rate refusal (14107), not 20429: that one is a concurrency refusal (test_send_path.py).
+    return (429, {"code": 14107, "message": "Too Many Requests"}, {"Retry-After": retry_after})
+
+
+def too_many_open() -> Answer:
+    return (429, {"code": 20429, "message": "Too many concurrent requests"}, {})
 
 
 MESSAGES_PATH = f"/2010-04-01/Accounts/{SID}/Messages.json"
