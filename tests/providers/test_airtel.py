@@ -16,7 +16,6 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from bench.fake_provider import AirtelAccount, FakeProvider, Faults
 from smsgw.app import create_app
 from smsgw.errors import (
     ConfigError,
@@ -29,6 +28,7 @@ from smsgw.providers import build_provider
 from smsgw.providers.airtel import HTTP_OUTCOMES, AirtelProvider
 from smsgw.providers.base import OutgoingSms
 from smsgw.settings import AirtelProviderSettings, parse_settings
+from testkit.fake_provider import AirtelAccount, FakeProvider, Faults
 from tests.helpers import FakeHttp, code_in, make_settings
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,7 +15,6 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from bench.fake_provider import FakeProvider, Faults, VonageAccount
 from smsgw.app import create_app
 from smsgw.errors import (
     ConfigError,
@@ -33,6 +32,7 @@ from smsgw.providers.vonage import (
     parse_client_ref,
 )
 from smsgw.settings import VonageProviderSettings, parse_settings
+from testkit.fake_provider import FakeProvider, Faults, VonageAccount
 from tests.helpers import FakeHttp, code_in, make_settings
 
 pytestmark = pytest.mark.timeout(30)

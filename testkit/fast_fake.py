@@ -1,13 +1,13 @@
 """A fast fake Twilio for transport benchmarks: a raw asyncio Protocol server on uvloop.
 
-    python -m bench.fast_fake --port 0 --port-file /tmp/fast.port [--tls-dir DIR]
+    python -m testkit.fast_fake --port 0 --port-file /tmp/fast.port [--tls-dir DIR]
 
 It answers the Messages API shape only (`POST /2010-04-01/Accounts/{sid}/Messages.json`,
 Basic auth checked, the form parsed for To/Body/From/MessagingServiceSid, 201 with the
-Message resource of `bench.twilio_shapes`), with keep-alive and Content-Length answers, so a
-client can be measured without the server being the limit: `bench.fake_provider` (aiohttp)
+Message resource of `testkit.twilio_shapes`), with keep-alive and Content-Length answers, so a
+client can be measured without the server being the limit: `testkit.fake_provider` (aiohttp)
 does ~8k req/s on one core, this one several times that. No faults, no latency, no records
-beyond counters: use `bench.fake_provider` for behaviour, this one for cost.
+beyond counters: use `testkit.fake_provider` for behaviour, this one for cost.
 
 Control paths: `GET /_stats` (JSON: `requests` to the Messages endpoint, `by_status`, the
 server's own CPU seconds `cpu_s` = user + system of its process, `connections` accepted),
@@ -41,8 +41,8 @@ from urllib.parse import unquote_to_bytes
 import orjson
 import uvloop
 
-from bench import serving
-from bench import twilio_shapes as tw
+from testkit import serving
+from testkit import twilio_shapes as tw
 
 DEFAULT_ACCOUNT_SID: Final = "AC" + "0" * 32
 DEFAULT_AUTH_TOKEN: Final = "fake-auth-token"
@@ -417,7 +417,7 @@ async def _serve(args: argparse.Namespace, tls_dir: Path | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fast_fake", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testkit.fast_fake", description=__doc__)
     serving.add_listen_args(parser)
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)

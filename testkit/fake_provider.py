@@ -15,7 +15,7 @@ In-process (tests)::
 
 As its own process (benchmarks)::
 
-    python -m bench.fake_provider --port 0 --port-file /tmp/fake.port --latency-ms 20
+    python -m testkit.fake_provider --port 0 --port-file /tmp/fake.port --latency-ms 20
 
 Control endpoints (any process): `POST /_control` (JSON, any `Faults` field plus `seed`),
 `GET /_control`, `GET /_stats` (`?summary=1`: counts only), `POST /_reset`, `GET /healthz`.
@@ -30,7 +30,7 @@ It behaves as a real provider does where the gateway's pacing is judged (issue 1
   Twilio answer carries `Twilio-Concurrent-Requests` (open requests, this one included),
   and the stats keep the peak. Vonage and Airtel requests count as open, never refused;
 - each accepted message's segments are counted by the fake's own counter
-  (`bench.segment_count`, not smsgw's), with the most segments in any sliding second and,
+  (`testkit.segment_count`, not smsgw's), with the most segments in any sliding second and,
   given `--limit-segments N`, how many arrivals closed a sliding second over N.
 
 The request path must sustain 5000+ req/s on two cores next to the system under test:
@@ -59,14 +59,14 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from bench import airtel_shapes as at
-from bench import serving
-from bench import twilio_shapes as tw
-from bench import vonage_shapes as vs
-from bench.airtel_shapes import AirtelAccount
-from bench.faults import JITTER_DISTRIBUTIONS, Faults
-from bench.segment_count import count_segments
-from bench.vonage_shapes import VonageAccount
+from testkit import airtel_shapes as at
+from testkit import serving
+from testkit import twilio_shapes as tw
+from testkit import vonage_shapes as vs
+from testkit.airtel_shapes import AirtelAccount
+from testkit.faults import JITTER_DISTRIBUTIONS, Faults
+from testkit.segment_count import count_segments
+from testkit.vonage_shapes import VonageAccount
 
 DEFAULT_ACCOUNT_SID: Final = "AC" + "0" * 32
 DEFAULT_AUTH_TOKEN: Final = "fake-auth-token"
@@ -630,7 +630,7 @@ def twilio_provider_toml(url: str, *, name: str = "twilio", **extra: Any) -> str
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Faults]:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.fake_provider",
+        prog="python -m testkit.fake_provider",
         description="Fake SMS provider: Twilio, Vonage and Airtel IQ shapes.",
     )
     serving.add_listen_args(parser)
