@@ -50,7 +50,6 @@ import uvloop
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from aiohttp import web
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from bench.loadgen import start_process, stop_process, wait_ready
 from smsgw.app import create_app
 from smsgw.app_keys import AUDIT, DISPATCHER
@@ -58,7 +57,8 @@ from smsgw.audit import AuditEvent, AuditWriter, Spool
 from smsgw.audit.dynamodb import DynamoDbStore, encode_item
 from smsgw.log import configure_logging
 from smsgw.settings import AuditSettings, parse_settings
-from tests.services import DynaliteServer
+from testkit.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from testkit.services import DynaliteServer
 
 BODY = "Your Acme order 4417 ships today. Track: acme.example/t/4417"
 TO = "+14155550100"

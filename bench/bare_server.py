@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from bench import serving
+from testkit import serving
 
 _JSON = "application/json"
 _BAD_REQUEST = orjson.dumps({"title": "body must be a JSON object", "status": 400})

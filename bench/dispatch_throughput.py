@@ -24,7 +24,6 @@ from pathlib import Path
 
 import uvloop
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
 from bench.loadgen import start_process, stop_process, wait_ready
 from bench.no_audit import NoAudit
 from smsgw.dispatch import Dispatcher, Route, Router
@@ -33,6 +32,7 @@ from smsgw.log import configure_logging
 from smsgw.providers import TwilioProvider
 from smsgw.queue import MemoryQueue, Message
 from smsgw.settings import DispatchSettings, TwilioProviderSettings
+from testkit.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,9 @@ from typing import Any
 
 import aiohttp
 
-from bench.fake_provider import twilio_provider_toml
 from bench.loadgen import start_process, stop_process, wait_ready
-from bench.vonage_shapes import VonageAccount
+from testkit.fake_provider import twilio_provider_toml
+from testkit.vonage_shapes import VonageAccount
 
 BATCH_EVERY_S = 0.05
 

@@ -3,9 +3,9 @@ and time.
 
     .venv/bin/python -m bench.faults_table [--only NAME ...] [--keep]
 
-Runs the scenarios of the fault suite (`tests/faults/scenarios.py`, where each one's
+Runs the scenarios of the fault suite (`testkit/scenarios.py`, where each one's
 docstring says exactly what it does and measures) at the loads stated in the table, all as
-real processes on loopback: `smsgw serve` replicas, fake providers (`bench.fake_provider`),
+real processes on loopback: `smsgw serve` replicas, fake providers (`testkit.fake_provider`),
 redis-server, dynalite. Needs what `scripts/test` installs (redis-server, node_modules), and
 root for the disk-full scenario (it mounts a small tmpfs).
 
@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.faults.scenarios import (
+from testkit.scenarios import (
     FaultResult,
     disk_full,
     dynamodb_outage,

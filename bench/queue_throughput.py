@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvloop
 from redis.asyncio import Redis
@@ -33,6 +31,7 @@ from smsgw.queue import MemoryQueue, Message, RedisQueue
 from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.settings import QueueSettings
+from testkit.services import RedisServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,30 +51,14 @@ class PhaseResult:
 
 @contextmanager
 def private_redis() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed; pass --redis-url")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """A private redis-server without persistence, on a free port, for the run."""
     with tempfile.TemporaryDirectory() as directory:
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", directory]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = RedisServer(Path(directory))
+        server.start()
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        sys.exit("redis-server did not start")
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield server.url
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
 
 
 def make_messages(count: int) -> list[Message]:

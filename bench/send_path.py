@@ -41,9 +41,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.fake_provider import twilio_provider_toml
-from bench.loadgen import start_process, stop_process, wait_ready
-from tests.services import RedisServer
+from testkit.fake_provider import twilio_provider_toml
+from testkit.processes import start_process, stop_process, wait_ready
+from testkit.services import RedisServer
 
 BATCH = 500
 TOP_UP_S = 0.25

@@ -36,7 +36,6 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from bench.fake_provider import twilio_provider_toml
 from bench.loadgen import start_process, stop_process
 from bench.queue_throughput import private_redis
 from smsgw.queue.message import Message
@@ -45,7 +44,8 @@ from smsgw.queue.sealing import QueueCipher
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.settings import QueueSettings
-from tests.services import free_port
+from testkit.fake_provider import twilio_provider_toml
+from testkit.services import free_port
 
 KEYS = RedisKeys()
 OTP_SECRET = "bench-secret-0123456789"

@@ -57,7 +57,6 @@ import redis
 import uvloop
 from redis.asyncio import Redis
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
 from bench.limiter_adapters import FixedWindowLimiter, MovingWindowLimiter
 from bench.loadgen import start_process, stop_process, wait_ready
 from bench.no_audit import NoAudit
@@ -68,7 +67,8 @@ from smsgw.providers import OutgoingSms, SendReceipt, TwilioProvider
 from smsgw.queue import MemoryQueue, Message
 from smsgw.redis_keys import RedisKeys
 from smsgw.settings import DispatchSettings, LimiterSettings, TwilioProviderSettings
-from tests.services import RedisServer
+from testkit.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, max_in_sliding_window
+from testkit.services import RedisServer
 
 LIMITERS = ("redis", "fixed-window", "moving-window")
 # A control, not run by default: each replica paces alone at rate / replicas, no Redis.

@@ -31,9 +31,9 @@ from pathlib import Path
 import aiohttp
 import redis
 
-from bench.fake_provider import max_in_sliding_window, twilio_provider_toml
 from bench.loadgen import start_process, stop_process, wait_ready
-from tests.services import RedisServer
+from testkit.fake_provider import max_in_sliding_window, twilio_provider_toml
+from testkit.services import RedisServer
 
 BATCH = 1000
 

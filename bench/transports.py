@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from bench.loadgen import REPO_ROOT, start_process, stop_process
+from testkit.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 CANDIDATES: Final = (
     "raw",

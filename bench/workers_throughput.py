@@ -27,10 +27,10 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.fake_provider import twilio_provider_toml
 from bench.loadgen import start_process, stop_process, wait_ready
 from bench.queue_throughput import private_redis
-from tests.services import free_port
+from testkit.fake_provider import twilio_provider_toml
+from testkit.services import free_port
 
 BATCH = 1000
 IN_FLIGHT = 8

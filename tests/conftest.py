@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from smsgw.app import create_app
 from smsgw.settings import AuditSettings, Settings
+from testkit.services import DynaliteServer, RedisServer
 from tests.helpers import make_settings
-from tests.services import DynaliteServer, RedisServer
 
 
 @pytest.fixture

@@ -3,6 +3,11 @@ imports made only for type checking counted too (a circle of those is still a ci
 
 A layer may import the layers below it; the packages of one layer are independent of each
 other. A new top-level module or package must be placed here.
+
+Around the package: tests/ and bench/ both stand on testkit/ (the fakes, the private servers,
+the fault harness); tests never import bench (except tests/bench/, which runs the benchmark
+scripts themselves), bench never imports tests, testkit imports neither, and smsgw none of
+the three.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 import smsgw
 
 ROOT = Path(smsgw.__file__).parent
+REPO = ROOT.parent
 
 LAYERS: list[set[str]] = [
     {"__main__"},
@@ -57,6 +63,12 @@ MODULES = _modules()
 
 def _imports(name: str, path: Path) -> Iterator[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    yield from _imported(package, path)
+
+
+def _imported(package: str, path: Path) -> Iterator[str]:
+    """Every module name `path` imports (a `from a import b` yields a.b if that is a module,
+    else a); relative imports resolved against `package`."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -120,3 +132,35 @@ def test_no_import_circle() -> None:
         if module not in state:
             visit(module)
     assert circles == []
+
+
+def _tops_imported(folder: str) -> dict[str, set[str]]:
+    """Top-level names imported by each .py file under REPO/folder, by repo-relative path."""
+    found = {}
+    for path in sorted((REPO / folder).rglob("*.py")):
+        relative = path.relative_to(REPO)
+        package = ".".join(relative.parent.parts)
+        found[str(relative)] = {name.partition(".")[0] for name in _imported(package, path)}
+    return found
+
+
+# What each tree around the package must never import.
+FORBIDDEN = {
+    "smsgw": {"tests", "bench", "testkit"},
+    "testkit": {"tests", "bench"},
+    "bench": {"tests"},
+    "tests": {"bench"},
+}
+# tests/bench/ runs the benchmark scripts themselves: the one place tests import bench.
+ALLOWED = {"tests/bench": {"bench"}}
+
+
+def test_tests_bench_and_testkit_import_one_way() -> None:
+    wrong = []
+    for folder, forbidden in FORBIDDEN.items():
+        for path, tops in _tops_imported(folder).items():
+            allowed = {
+                top for prefix, ok in ALLOWED.items() if path.startswith(prefix + "/") for top in ok
+            }
+            wrong += [f"{path} imports {top}" for top in sorted(tops & (forbidden - allowed))]
+    assert wrong == []

@@ -14,9 +14,9 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from bench.fake_provider import FakeTwilio, Faults
 from smsgw.app import create_app
 from smsgw.log import configure_logging
+from testkit.fake_provider import FakeTwilio, Faults
 from tests.helpers import code_in, make_settings, read_sms
 
 PHONE = "+14155550100"

@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.fake_provider import (
+from testkit.fake_provider import (
     max_in_sliding_window,
     twilio_provider_toml,
 )
-from tests.services import free_port
+from testkit.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OTP_SECRET = "serve-test-secret-0123456789"
@@ -45,12 +45,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def fake_provider(tmp_path: Path, *args: str) -> Iterator[str]:
-    """Run bench.fake_provider as its own process; yields its base URL."""
+    """Run testkit.fake_provider as its own process; yields its base URL."""
     port_file = tmp_path / "fake.port"
     proc = subprocess.Popen(
         [
             sys.executable,
-            *("-m", "bench.fake_provider", "--port", "0", "--port-file", str(port_file)),
+            *("-m", "testkit.fake_provider", "--port", "0", "--port-file", str(port_file)),
             *args,
         ],
         cwd=REPO,

@@ -471,6 +471,19 @@ def test_env_override_of_a_key_with_underscores() -> None:
     assert settings.otp.ttl_s == 120
 
 
+def test_every_single_table_section_takes_env_overrides() -> None:
+    # The sections are read from Settings, so the later ones are not forgotten.
+    env = {
+        "SMSGW_BREAKER_COOLDOWN_S": "5",
+        "SMSGW_SCALING_MAX_WORKERS": "8",
+        "SMSGW_ABUSE_DAILY_SENDS_PER_NUMBER": "3",
+    }
+    settings = parse_settings({}, env=env)
+    assert settings.breaker.cooldown_s == 5.0
+    assert settings.scaling.max_workers == 8
+    assert settings.abuse.daily_sends_per_number == 3
+
+
 def test_unknown_env_override_names_the_variable() -> None:
     error = config_error({}, env={"SMSGW_SERVER_NOPE": "1"})
     assert error.key == "SMSGW_SERVER_NOPE"

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench.fake_provider import FakeTwilio, Faults
 from smsgw.app import create_app
+from testkit.fake_provider import FakeTwilio, Faults
 from tests.helpers import code_in, make_settings
 
 ACCOUNT_SID = "AC" + "5e" * 16

@@ -30,6 +30,31 @@ _SEND_REFUSALS = {
     "suspected-pumping": "unusually many codes go to this number range or country; try again later",
 }
 
+# A check the policy refused: (metric label, status, problem type, title, detail).
+_CHECK_REFUSALS: dict[type[Exception], tuple[str, int, str, str, str]] = {
+    VerificationNotFound: (
+        "not_found",
+        404,
+        "verification-not-found",
+        "Verification not found",
+        "no pending verification: unknown, expired or already approved",
+    ),
+    TooManyFailedChecks: (
+        "number_locked",
+        429,
+        "too-many-failed-checks",
+        "Too many wrong codes",
+        "too many wrong codes for this number lately; try again later",
+    ),
+    MaxAttemptsReached: (
+        "max_attempts",
+        429,
+        "max-attempts-reached",
+        "Max check attempts reached",
+        "too many wrong codes: start a new verification",
+    ),
+}
+
 
 async def start_verification(request: web.Request, client: str, body: bytes) -> web.Response:
     data = decode_json(body, OtpStartBody)
@@ -97,31 +122,15 @@ async def verify_code(request: web.Request, client: str, body: bytes) -> web.Res
         result = await request.app[OTP].check(
             client=client, code=data.code, verification_id=data.id, phone=phone
         )
-    except VerificationNotFound as exc:
-        checks.labels("not_found").inc()
-        raise Problem(
-            404,
-            "verification-not-found",
-            "Verification not found",
-            "no pending verification: unknown, expired or already approved",
-        ) from exc
-    except TooManyFailedChecks as exc:
-        checks.labels("number_locked").inc()
-        raise Problem(
-            429,
-            "too-many-failed-checks",
-            "Too many wrong codes",
-            "too many wrong codes for this number lately; try again later",
-            headers={"Retry-After": str(exc.retry_after_s)},
-        ) from exc
-    except MaxAttemptsReached as exc:
-        checks.labels("max_attempts").inc()
-        raise Problem(
-            429,
-            "max-attempts-reached",
-            "Max check attempts reached",
-            "too many wrong codes: start a new verification",
-        ) from exc
+    except (VerificationNotFound, TooManyFailedChecks, MaxAttemptsReached) as exc:
+        label, status, slug, title, detail = next(
+            refusal for kind, refusal in _CHECK_REFUSALS.items() if isinstance(exc, kind)
+        )
+        checks.labels(label).inc()
+        headers = None
+        if isinstance(exc, TooManyFailedChecks):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        raise Problem(status, slug, title, detail, headers=headers) from exc
     checks.labels("approved" if result.valid else "wrong_code").inc()
     return json_response(
         {

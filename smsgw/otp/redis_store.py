@@ -20,7 +20,7 @@ __all__ = ["RedisOtpStore", "script_now"]
 
 
 def _script(redis: Redis, name: str) -> AsyncScript:
-    return load_script(redis, "smsgw.otp", f"lua/{name}.lua")
+    return load_script(redis, "smsgw.otp", f"lua/{name}.lua", helpers=["lua/_pending.lua"])
 
 
 def script_now(now: float, trust_caller_time: bool) -> str:

@@ -100,9 +100,13 @@ class Provider(ABC):
     ) -> Provider:
         """Build from the entry. `receipt_url`: our webhook for this provider (None without
         server.public_url); `tagger`: tags each send so its receipts prove we sent it. Only
-        a provider that receives receipts needs them (and overrides this)."""
+        a provider that receives receipts takes them: its constructor is
+        `(settings, receipt_url, tagger)`, any other's `(settings)`."""
         # A concrete provider's constructor takes its own settings class.
-        provider: Provider = cast(Any, cls)(settings)
+        make = cast(Any, cls)
+        provider: Provider = (
+            make(settings, receipt_url, tagger) if cls.receives_receipts else make(settings)
+        )
         return provider
 
     @classmethod

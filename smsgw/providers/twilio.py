@@ -24,7 +24,7 @@ from smsgw.providers.receipts import (
     our_message_id,
     short_text,
 )
-from smsgw.settings import ProviderSettings, TwilioProviderSettings
+from smsgw.settings import TwilioProviderSettings
 
 __all__ = ["RECEIPT_STATUSES", "TwilioProvider", "request_signature"]
 
@@ -103,17 +103,6 @@ class TwilioProvider(HttpProvider):
             else ("MessagingServiceSid", settings.messaging_service_sid or "")
         )
         self._fixed_fields = [sender]
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: ProviderSettings,
-        *,
-        receipt_url: str | None,
-        tagger: ReceiptTagger | None,
-    ) -> TwilioProvider:
-        assert isinstance(settings, TwilioProviderSettings)
-        return cls(settings, receipt_url, tagger)
 
     def encode(self, sms: OutgoingSms) -> bytes:
         fields = [("To", sms.to), ("Body", sms.body), *self._fixed_fields]

@@ -171,17 +171,6 @@ class VonageProvider(HttpProvider):
         self._fixed_form = urlencode(fixed)
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: ProviderSettings,
-        *,
-        receipt_url: str | None,
-        tagger: ReceiptTagger | None,
-    ) -> VonageProvider:
-        assert isinstance(settings, VonageProviderSettings)
-        return cls(settings, receipt_url, tagger)
-
-    @classmethod
     def receipt_warnings(cls, settings: ProviderSettings) -> list[tuple[str, str]]:
         assert isinstance(settings, VonageProviderSettings)
         if settings.signature_secret is not None:

@@ -12,16 +12,7 @@ import msgspec
 
 from smsgw.errors import ConfigError
 from smsgw.settings._base import Section
-from smsgw.settings.sections import (
-    AuditSettings,
-    DispatchSettings,
-    IdempotencySettings,
-    LimiterSettings,
-    OtpSettings,
-    QueueSettings,
-    RedisSettings,
-    ServerSettings,
-)
+from smsgw.settings.document import Settings
 from smsgw.validation import field_error
 
 __all__ = ["ENV_PREFIX", "SECRET_PREFIX", "apply_env_overrides", "resolve_secrets"]
@@ -30,15 +21,12 @@ ENV_PREFIX = "SMSGW_"
 SECRET_PREFIX = "env:"  # noqa: S105 - a marker, not a secret
 
 
+# Every single-table section of the document ([server], [otp], ...), by its name in the file:
+# read from Settings, so a new section is overridable without being listed again.
 _SCALAR_SECTIONS: Mapping[str, type[Section]] = {
-    "server": ServerSettings,
-    "otp": OtpSettings,
-    "redis": RedisSettings,
-    "queue": QueueSettings,
-    "limiter": LimiterSettings,
-    "audit": AuditSettings,
-    "dispatch": DispatchSettings,
-    "idempotency": IdempotencySettings,
+    field.encode_name: field.type
+    for field in msgspec.structs.fields(Settings)
+    if isinstance(field.type, type) and issubclass(field.type, Section)
 }
 
 

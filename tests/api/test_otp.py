@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import smsgw.otp.service as otp_service
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwilio, Faults
+from testkit.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwilio, Faults
 from tests.helpers import app_client, code_in, read_sms, wait_sms
 
 PHONE = "+14155550100"

@@ -37,8 +37,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bench.fake_provider import twilio_provider_toml
-from bench.vonage_shapes import VonageAccount
+from testkit.fake_provider import twilio_provider_toml
+from testkit.vonage_shapes import VonageAccount
 from tests.test_serve import fake_provider
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from smsgw.app import create_app
+from testkit.services import RedisServer
 from tests.helpers import code_in, make_settings, wait_sms
-from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 

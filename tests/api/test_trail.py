@@ -15,10 +15,10 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bench.fake_provider import FakeTwilio, Faults
 from smsgw.app_keys import AUDIT
 from smsgw.audit import AuditEvent, open_store
 from smsgw.settings import AuditSettings
+from testkit.fake_provider import FakeTwilio, Faults
 from tests.api.test_messages import twilio_provider
 from tests.helpers import app_client, code_in, wait_sms
 
@@ -240,9 +240,20 @@ async def test_listing_pages_newest_first_across_pages(client: Client) -> None:
     assert seen == list(reversed(sent))
 
 
-async def test_listing_takes_an_unencoded_plus_and_a_time_range(client: Client) -> None:
+async def test_listing_takes_an_unencoded_plus_and_a_time_range(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `since` below is in whole seconds, so "early" must be accepted a second or more before
+    # `middle`: its acceptance is recorded 2 s back instead of waiting for the clock to move.
+    audit = client.app[AUDIT]
+    accepted = audit.accepted
+
+    def two_seconds_back(message_id: str, at: float, **details: Any) -> None:
+        accepted(message_id, at - 2.0, **details)
+
+    monkeypatch.setattr(audit, "accepted", two_seconds_back)
     early = await send(client, PHONE, "early")
-    await asyncio.sleep(1.1)
+    monkeypatch.setattr(audit, "accepted", accepted)
     middle = time.time()
     late = await send(client, PHONE, "late")
     assert await listed_ids(client, PHONE, 2) == [late, early]

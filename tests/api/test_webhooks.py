@@ -20,8 +20,6 @@ from twilio.request_validator import RequestValidator
 from vonage_http_client.auth import Auth as VonageAuth
 from yarl import URL
 
-from bench.fake_provider import DEFAULT_AUTH_TOKEN, FakeTwilio
-from bench.vonage_shapes import VonageAccount
 from smsgw.api.keys import RECEIPTS
 from smsgw.app import create_app
 from smsgw.app_keys import AUDIT, RECEIPT_TAGS
@@ -36,6 +34,8 @@ from smsgw.settings import (
     VonageProviderSettings,
     parse_settings,
 )
+from testkit.fake_provider import DEFAULT_AUTH_TOKEN, FakeTwilio
+from testkit.vonage_shapes import VonageAccount
 from tests.api.test_messages import twilio_provider
 from tests.helpers import ScriptedHttp, app_client, make_settings
 

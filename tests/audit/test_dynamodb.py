@@ -20,7 +20,7 @@ from smsgw.audit.dynamodb import DynamoDbStore, decode_item, encode_item
 from smsgw.audit.events import AuditEvent
 from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.settings import AuditSettings
-from tests.services import DynaliteServer, free_port
+from testkit.services import DynaliteServer, free_port
 
 T0 = 1_700_000_000.0
 

@@ -16,8 +16,8 @@ from aiobotocore.session import get_session
 from smsgw.app_keys import AUDIT
 from smsgw.audit import open_store
 from smsgw.settings import AuditSettings
+from testkit.services import DynaliteServer
 from tests.helpers import app_client, wait_sms
-from tests.services import DynaliteServer
 
 LIFECYCLE = ["accepted", "queued", "sending", "sent"]
 MESSAGES = 2000

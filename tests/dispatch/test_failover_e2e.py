@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from bench.airtel_shapes import AirtelAccount
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeProvider, Faults
-from bench.vonage_shapes import VonageAccount
 from smsgw.app_keys import ROUTER
+from testkit.airtel_shapes import AirtelAccount
+from testkit.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeProvider, Faults
+from testkit.vonage_shapes import VonageAccount
 from tests.helpers import app_client
 
 pytestmark = pytest.mark.timeout(60)

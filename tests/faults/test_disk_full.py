@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.faults.scenarios import FaultResult, disk_full
+from testkit.scenarios import FaultResult, disk_full
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""DynamoDB (dynalite) down for 30 s under load: SMS keep flowing, audit events go to the
+"""DynamoDB (dynalite) down for a few seconds under load: SMS keep flowing, audit events go to the
 spool and are replayed once it is back, so every recorded event ends up in the table
 (read with plain aiobotocore) and every message's trail is complete."""
 
@@ -8,9 +8,17 @@ import asyncio
 
 import pytest
 
-from tests.faults.scenarios import FaultResult, dynamodb_outage
+from testkit.scenarios import FaultResult, dynamodb_outage
 
 pytestmark = pytest.mark.timeout(180)
+
+RATE = 100.0
+BEFORE_S = 3.0
+# Long enough for many flushes (every 0.2 s) to fail and spool, and for the replay to back
+# off more than once (0.25 s doubling); a failed write fails at once (connection refused),
+# so a longer outage only adds events, not cases. `bench.faults_table` runs 30 s.
+OUTAGE_S = 5.0
+AFTER_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +26,17 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> FaultResult:
     return asyncio.run(
         dynamodb_outage(
             tmp_path_factory.mktemp("dynamodb-outage"),
-            rate=100.0,
-            before_s=3.0,
-            outage_s=30.0,
-            after_s=3.0,
+            rate=RATE,
+            before_s=BEFORE_S,
+            outage_s=OUTAGE_S,
+            after_s=AFTER_S,
         )
     )
 
 
 def test_sms_keep_flowing(result: FaultResult) -> None:
-    assert result.accepted >= 3000
+    # Five sixths of the load offered, as 3000 of 3600 were with a 30 s outage.
+    assert result.accepted >= RATE * (BEFORE_S + OUTAGE_S + AFTER_S) * 5 / 6
     assert result.lost == 0, result.lost_keys[:20]
 
 

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from tests.faults.scenarios import FaultResult, hung_provider
+from testkit.scenarios import FaultResult, hung_provider
 
 TIMEOUT_S = 2.0
 # Batches leave the client every 0.1 s, about half of each for Vonage before failover: a

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.faults.scenarios import FaultResult, redis_restart
+from testkit.scenarios import FaultResult, redis_restart
 
 PROVIDER_RATE = 200.0
 

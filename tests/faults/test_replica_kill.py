@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from tests.faults.scenarios import FaultResult, replica_sigkill
+from testkit.scenarios import FaultResult, replica_sigkill
 
 RATE = 300.0
 VISIBILITY_S = 2.0

@@ -20,7 +20,7 @@ from smsgw.limiter import InFlightLimits, MemoryInFlight, RedisInFlight
 from smsgw.limiter.in_flight import LEASE_S, RENEW_S
 from smsgw.redis_keys import RedisKeys
 from smsgw.redis_scripts import load_script
-from tests.services import RedisServer
+from testkit.services import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -27,7 +27,7 @@ from smsgw.limiter import LATE_SLOT_S, RedisLimiter
 from smsgw.limiter.redis import slot_interval
 from smsgw.redis_keys import RedisKeys
 from smsgw.settings import LimiterSettings
-from tests.services import RedisServer
+from testkit.services import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -426,7 +426,7 @@ async def test_degraded_mode_paces_at_rate_over_replicas(
 async def test_unreachable_redis_fails_closed(
     clients: list[Redis], limiters: list[RedisLimiter]
 ) -> None:
-    from tests.services import free_port
+    from testkit.services import free_port
 
     limiter = await _limiter(f"redis://127.0.0.1:{free_port()}/0", clients, limiters)
     with pytest.raises(TimeoutError):
@@ -437,7 +437,7 @@ async def test_unreachable_redis_fails_closed(
 async def test_unlimited_providers_never_touch_redis(
     clients: list[Redis], limiters: list[RedisLimiter]
 ) -> None:
-    from tests.services import free_port
+    from testkit.services import free_port
 
     limiter = await _limiter(
         f"redis://127.0.0.1:{free_port()}/0", clients, limiters, rates={"console": None}
@@ -548,7 +548,7 @@ async def test_degraded_mode_charges_units(
     clients: list[Redis], limiters: list[RedisLimiter]
 ) -> None:
     """Redis never reachable: after the hold, local pacing at rate / replicas counts units."""
-    from tests.services import free_port
+    from testkit.services import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     limiter = await _limiter(url, clients, limiters, degraded_replicas=2)

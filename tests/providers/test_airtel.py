@@ -15,7 +15,6 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench.fake_provider import AirtelAccount, FakeProvider, Faults
 from smsgw.app import create_app
 from smsgw.errors import (
     ConfigError,
@@ -28,6 +27,7 @@ from smsgw.providers import build_provider
 from smsgw.providers.airtel import HTTP_OUTCOMES, AirtelProvider
 from smsgw.providers.base import OutgoingSms
 from smsgw.settings import AirtelProviderSettings, parse_settings
+from testkit.fake_provider import AirtelAccount, FakeProvider, Faults
 from tests.helpers import ScriptedHttp, code_in, make_settings
 
 pytestmark = pytest.mark.timeout(30)

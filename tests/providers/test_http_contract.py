@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import structlog
 
-from bench.fast_fake import self_signed_certificate, server_ssl_context
 from smsgw.errors import (
     ConfigError,
     PermanentProviderError,
@@ -50,6 +49,7 @@ from smsgw.transport import (
     ResponseTooLarge,
     TransportError,
 )
+from testkit.fast_fake import self_signed_certificate, server_ssl_context
 from tests.helpers import Reply, ScriptedHttp
 
 pytestmark = pytest.mark.timeout(30)

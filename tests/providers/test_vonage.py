@@ -13,7 +13,6 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench.fake_provider import FakeProvider, Faults, VonageAccount
 from smsgw.app import create_app
 from smsgw.errors import (
     ConfigError,
@@ -31,6 +30,7 @@ from smsgw.providers.vonage import (
     parse_client_ref,
 )
 from smsgw.settings import VonageProviderSettings, parse_settings
+from testkit.fake_provider import FakeProvider, Faults, VonageAccount
 from tests.helpers import ScriptedHttp, code_in, make_settings
 
 pytestmark = pytest.mark.timeout(30)

@@ -20,8 +20,6 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from bench.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
-from bench.loadgen import REPO_ROOT, start_process, stop_process
 from smsgw.dispatch import Dispatcher, Route, Router
 from smsgw.errors import QueueFull
 from smsgw.limiter import MemoryLimiter
@@ -32,8 +30,10 @@ from smsgw.queue.redis import QueueUnavailable, RedisQueue
 from smsgw.queue.sealing import QueueCipher, Undecodable
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_GROUP, RedisKeys
 from smsgw.settings import DispatchSettings, QueueSettings, TwilioProviderSettings
+from testkit.fake_provider import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from testkit.processes import REPO_ROOT, start_process, stop_process
+from testkit.services import RedisServer
 from tests.helpers import RecordedAudit
-from tests.services import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -801,7 +801,7 @@ async def test_consumer_killed_with_sigkill_loses_nothing(
     redis_url: str, redis: Redis, tmp_path: Path
 ) -> None:
     fake, port = start_process(
-        ["python", "-m", "bench.fake_provider", "--latency-ms", "20"], tmp_path / "fake.port"
+        ["python", "-m", "testkit.fake_provider", "--latency-ms", "20"], tmp_path / "fake.port"
     )
     victim: subprocess.Popen[bytes] | None = None
     try:

@@ -29,7 +29,6 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bench.fake_provider import twilio_provider_toml
 from smsgw import cli
 from smsgw.queue.message import Message
 from smsgw.queue.redis import RedisQueue
@@ -38,7 +37,8 @@ from smsgw.redis_keys import QUEUE_GROUP, RedisKeys
 from smsgw.replicas import BEAT_TTL_S, beats
 from smsgw.settings import QueueSettings
 from smsgw.supervise.supervisor import heartbeat_silence
-from tests.services import RedisServer, free_port
+from testkit.fake_provider import twilio_provider_toml
+from testkit.services import RedisServer, free_port
 from tests.test_serve import OTP_SECRET, REPO, clean_env, fake_provider, wait_exit
 from tests.test_workers import children_of
 

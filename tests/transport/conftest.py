@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from bench.fast_fake import self_signed_certificate, server_ssl_context
+from testkit.fast_fake import self_signed_certificate, server_ssl_context
 
 
 def pytest_asyncio_loop_factories(

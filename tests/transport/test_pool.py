@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
-from bench.loadgen import start_process, stop_process
 from smsgw.transport import Pool
+from testkit.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from testkit.processes import start_process, stop_process
 from tests.transport.conftest import Peer, Server, keep_answering
 
 pytestmark = pytest.mark.timeout(30)
@@ -160,7 +160,7 @@ async def test_release_and_send_need_a_reserved_connection(serve: Serve) -> None
 
 @pytest.fixture(params=["tcp", "tls"])
 def fast_fake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    argv = ["python", "-m", "bench.fast_fake"]
+    argv = ["python", "-m", "testkit.fast_fake"]
     if request.param == "tls":
         argv += ["--tls-dir", str(tmp_path / "tls")]
     proc, port = start_process(argv, tmp_path / "fast.port")

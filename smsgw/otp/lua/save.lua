@@ -9,10 +9,5 @@ if previous and previous ~= ARGV[2] then
   replaced = redis.call('HGETALL', previous_key)
   redis.call('DEL', previous_key)
 end
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[3])
+put_pending(KEYS[1], KEYS[2], ARGV[2], ARGV[3], 4)
 return replaced

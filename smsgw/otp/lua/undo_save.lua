@@ -11,10 +11,5 @@ if ARGV[2] == '' then
   redis.call('DEL', KEYS[2])
   return 1
 end
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], unpack(fields))
-redis.call('PEXPIREAT', KEYS[3], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[3])
+put_pending(KEYS[3], KEYS[2], ARGV[2], ARGV[3], 4)
 return 1

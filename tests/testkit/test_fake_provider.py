@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bench.fake_provider import HUNG, FakeTwilio, Faults, max_in_sliding_window
-from bench.loadgen import start_process, stop_process
+from testkit.fake_provider import HUNG, FakeTwilio, Faults, max_in_sliding_window
+from testkit.processes import start_process, stop_process
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -396,7 +396,7 @@ def test_max_in_sliding_window_needs_a_positive_window() -> None:
 
 
 async def test_script_mode_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    argv = ["python", "-m", "bench.fake_provider", "--account-sid", SID, "--auth-token", TOKEN]
+    argv = ["python", "-m", "testkit.fake_provider", "--account-sid", SID, "--auth-token", TOKEN]
     argv += ["--latency-ms", "2", "--jitter-ms", "1", "--jitter-dist", "normal"]
     argv += ["--max-concurrent", "7", "--limit-segments", "1000"]
     proc, port = await asyncio.to_thread(start_process, argv, tmp_path / "fake.port")

@@ -1,4 +1,4 @@
-"""The fast fake Twilio (bench/fast_fake.py): the Messages API shape on a raw protocol."""
+"""The fast fake Twilio (testkit/fast_fake.py): the Messages API shape on a raw protocol."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from bench import twilio_shapes as tw
-from bench.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FastFakeTwilio
+from testkit import twilio_shapes as tw
+from testkit.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FastFakeTwilio
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -121,20 +121,3 @@ async def test_unknown_paths_and_chunked_uploads_are_refused(
     assert await reader.read() == b""
     writer.close()
     await writer.wait_closed()
-
-
-def test_transports_bench_runs_its_candidates_against_the_fast_fake(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """bench/transports.py end to end, tiny: children, the fake's CPU, the table."""
-    from bench import transports
-
-    transports.main(
-        ["--requests", "200", "--concurrency", "4", "--only", "raw,smsgw", "--schemes", "tcp,tls"]
-    )
-    table = capsys.readouterr().out
-    rows = [line for line in table.splitlines() if line.startswith(("| raw", "| smsgw"))]
-    assert len(rows) == 4
-    assert all("| 200/200 |" in row for row in rows), table
-    assert "| raw | tcp |" in table
-    assert "| smsgw | tls |" in table

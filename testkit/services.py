@@ -1,4 +1,5 @@
-"""Private servers for tests: real processes on free loopback ports, stopped by the tests."""
+"""Private servers for tests and benchmarks: real processes on free loopback ports, stopped by
+whoever started them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-_REPO = Path(__file__).resolve().parent.parent
+from testkit.processes import REPO_ROOT, stop_process
 
 __all__ = ["DynaliteServer", "RedisServer", "free_port"]
 
@@ -23,26 +24,22 @@ def free_port() -> int:
         return port
 
 
-def _end(process: subprocess.Popen[bytes] | None) -> None:
-    """Stop a server process and wait until it is gone (killed if it does not stop)."""
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class RedisServer:
-    """A private redis-server that a test can stop, restart and flush."""
+    """A private redis-server that a test can stop, restart and flush.
 
-    def __init__(self, directory: Path) -> None:
+    It keeps its port and directory across stop() and start(), so clients reconnect to it
+    in place. `persistent`: an append-only file fsynced at every write, so a restart (or a
+    crash) keeps every acknowledged write, as a production Redis should; otherwise nothing
+    is written to disk.
+    """
+
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (scripts/test installs it)")
         self._binary = binary
-        self._directory = directory
+        self.directory = directory
+        self.persistent = persistent
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -52,28 +49,30 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10.0) -> None:
         argv = [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(self._directory)]
-        argv += ["--logfile", str(self._directory / "redis.log")]
-        self._process = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        argv += ["--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")]
+        if self.persistent:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         try:
             while True:
-                with contextlib.suppress(redis.ConnectionError):
+                # A persistent server answers LOADING while it replays its file.
+                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
                     if client.ping():
                         return
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start on port {self.port}")
-                time.sleep(0.05)
+                time.sleep(0.02)
         finally:
             client.close()
 
     def stop(self) -> None:
-        _end(self._process)
+        """SIGTERM (Redis finishes its append-only file and exits), then wait for the exit."""
+        if self._process is not None:
+            stop_process(self._process, timeout=10)
         self._process = None
 
     def restart(self) -> None:
@@ -97,10 +96,10 @@ class DynaliteServer:
     """
 
     def __init__(self, directory: Path) -> None:
-        binary = _REPO / "node_modules" / ".bin" / "dynalite"
+        binary = REPO_ROOT / "node_modules" / ".bin" / "dynalite"
         if not binary.exists():
             raise RuntimeError(
-                f"{binary} is missing: run `npm ci` in {_REPO} (scripts/test does it)"
+                f"{binary} is missing: run `npm ci` in {REPO_ROOT} (scripts/test does it)"
             )
         self._binary = binary
         self._directory = directory
@@ -139,5 +138,6 @@ class DynaliteServer:
     def stop(self) -> None:
         # Waits for the exit: the next start() opens the same LevelDB, which is locked
         # until this process is gone.
-        _end(self._process)
+        if self._process is not None:
+            stop_process(self._process, timeout=10)
         self._process = None

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hypothesis import strategies as st
 
-from bench.fake_provider import (
+from testkit.fake_provider import (
     CONCURRENT_HEADER,
     HUNG,
     FakeProvider,

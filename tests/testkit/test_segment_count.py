@@ -8,8 +8,8 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from bench.segment_count import count_segments, measure
 from smsgw.segments import segment
+from testkit.segment_count import count_segments, measure
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from bench.segment_count import count_segments
+from testkit.segment_count import count_segments
 
 API_VERSION: Final = "2010-04-01"
 E164: Final = re.compile(r"^\+[1-9]\d{6,14}$")

@@ -1,4 +1,4 @@
-"""Fault injection settings of the fake provider (`bench.fake_provider`)."""
+"""Fault injection settings of the fake provider (`testkit.fake_provider`)."""
 
 from __future__ import annotations
 

@@ -23,13 +23,12 @@ from typing import Any
 import aiohttp
 from aiobotocore.session import get_session
 
-from bench.fake_provider import max_in_sliding_window, twilio_provider_toml
-from tests.faults.harness import (
+from testkit.fake_provider import max_in_sliding_window, twilio_provider_toml
+from testkit.harness import (
     LIFECYCLE,
-    FakeProvider,
+    FakeProviderProcess,
     Load,
     Metrics,
-    RedisProcess,
     Smsgw,
     clean_env,
     delivered_keys,
@@ -37,7 +36,7 @@ from tests.faults.harness import (
     sqlite_events,
     vonage_provider,
 )
-from tests.services import DynaliteServer
+from testkit.services import DynaliteServer, RedisServer
 
 __all__ = [
     "FaultResult",
@@ -109,15 +108,15 @@ def _replica(
     return replica.start()
 
 
-def _fake(processes: _Processes, directory: Path, name: str, *args: str) -> FakeProvider:
-    fake = FakeProvider(directory, name, *args)
+def _fake(processes: _Processes, directory: Path, name: str, *args: str) -> FakeProviderProcess:
+    fake = FakeProviderProcess(directory, name, *args)
     processes.add(fake.stop)
     return fake
 
 
 async def _wait_delivered(
     session: aiohttp.ClientSession,
-    fakes: Sequence[FakeProvider],
+    fakes: Sequence[FakeProviderProcess],
     load: Load,
     timeout_s: float,
 ) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
@@ -217,7 +216,7 @@ async def replica_sigkill(
     the last two flush intervals, documented), counted as lifecycle events missing.
     """
     async with _scenario() as (processes, session):
-        redis = RedisProcess(_mkdir(directory / "redis"), persistent=False)
+        redis = RedisServer(_mkdir(directory / "redis"), persistent=False)
         redis.start()
         processes.add(redis.stop)
         fake = _fake(processes, directory, "fake", "--latency-ms", str(latency_ms))
@@ -286,7 +285,7 @@ async def redis_restart(
     request again and the provider gets a message again (whichever is later).
     """
     async with _scenario() as (processes, session):
-        redis = RedisProcess(_mkdir(directory / "redis"), persistent=persistent)
+        redis = RedisServer(_mkdir(directory / "redis"), persistent=persistent)
         redis.start()
         processes.add(redis.stop)
         fake = _fake(processes, directory, "fake", "--latency-ms", "20")

@@ -14,8 +14,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bench.fake_provider import HUNG, AirtelAccount, FakeProvider, FakeTwilio, Faults, VonageAccount
-from bench.loadgen import start_process, stop_process
+from testkit.fake_provider import (
+    HUNG,
+    AirtelAccount,
+    FakeProvider,
+    FakeTwilio,
+    Faults,
+    VonageAccount,
+)
+from testkit.processes import start_process, stop_process
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -361,7 +368,7 @@ async def test_twilio_path_still_answers_next_to_the_new_shapes(client: Client) 
 
 async def test_script_mode_takes_vonage_and_airtel_credentials(tmp_path: Path) -> None:
     argv = [
-        *("python", "-m", "bench.fake_provider"),
+        *("python", "-m", "testkit.fake_provider"),
         *("--vonage-api-key", "cli-key1", "--vonage-api-secret", "cli-secret"),
         *("--airtel-customer-id", "cli-cust", "--airtel-username", "cli-user"),
         *("--airtel-password", "cli-pass"),

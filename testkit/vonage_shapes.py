@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from bench.segment_count import count_segments
+from testkit.segment_count import count_segments
 
 ROUTE: Final = "/sms/json"
 # Vonage wants digits only, no '+' (its OpenAPI: 7 to 15 digits).

@@ -1,9 +1,10 @@
 """Real processes for the fault suite and `bench.faults_table`.
 
-`smsgw serve` replicas, fake providers (`bench.fake_provider`), a redis-server that can keep
-its data across a restart (append-only file), and an open-loop load generator that remembers
-what the gateway accepted, so a scenario can tell afterwards what reached the provider once,
-twice or never. Everything binds to loopback on free ports and lives in one directory.
+`smsgw serve` replicas and fake providers (`testkit.fake_provider`) as their own processes
+(the private redis-server is `testkit.services.RedisServer`), and an open-loop load generator
+that remembers what the gateway accepted, so a scenario can tell afterwards what reached the
+provider once, twice or never. Everything binds to loopback on free ports and lives in one
+directory.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,20 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis
 
-from bench.loadgen import wait_ready
-from bench.vonage_shapes import VonageAccount
-from tests.services import free_port
+from testkit.processes import REPO_ROOT, stop_process, wait_ready
+from testkit.vonage_shapes import VonageAccount
 
 __all__ = [
     "LIFECYCLE",
     "OTP_SECRET",
-    "FakeProvider",
+    "FakeProviderProcess",
     "Load",
     "Metrics",
     "Offer",
-    "RedisProcess",
     "Smsgw",
     "clean_env",
     "delivered_keys",
@@ -48,7 +45,7 @@ __all__ = [
     "vonage_provider",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 OTP_SECRET = "faults-secret-0123456789abcdef"
 # What every message sent at the first try leaves in the audit trail.
 LIFECYCLE = ("accepted", "queued", "sending", "sent")
@@ -58,16 +55,6 @@ START_TIMEOUT_S = 30.0
 def clean_env() -> dict[str, str]:
     """This environment without SMSGW_* settings that would override a scenario's config."""
     return {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _start(argv: list[str], directory: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -88,7 +75,7 @@ def _start(argv: list[str], directory: Path, name: str) -> tuple[subprocess.Pope
         with contextlib.suppress(FileNotFoundError, ValueError):
             return proc, int(port_file.read_text())
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
+            stop_process(proc)
             log_text = (directory / f"{name}.log").read_text(errors="replace")
             raise RuntimeError(f"{name} did not start:\n{log_text[-3000:]}")
         time.sleep(0.02)
@@ -97,12 +84,13 @@ def _start(argv: list[str], directory: Path, name: str) -> tuple[subprocess.Pope
 # -- providers and configuration ---------------------------------------------------------
 
 
-class FakeProvider:
-    """`python -m bench.fake_provider` as its own process (Twilio and Vonage shapes)."""
+class FakeProviderProcess:
+    """`python -m testkit.fake_provider` as its own process, read and steered over HTTP
+    (`/_stats`, `/_control`); `testkit.fake_provider.FakeProvider` is the server itself."""
 
     def __init__(self, directory: Path, name: str = "fake", *args: str) -> None:
         self.name = name
-        argv = [sys.executable, "-m", "bench.fake_provider", *args]
+        argv = [sys.executable, "-m", "testkit.fake_provider", *args]
         self.proc, port = _start(argv, directory, name)
         self.url = f"http://127.0.0.1:{port}"
 
@@ -117,7 +105,7 @@ class FakeProvider:
             response.raise_for_status()
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
 
 def vonage_provider(url: str, *, name: str = "vonage", **extra: Any) -> str:
@@ -220,7 +208,7 @@ class Smsgw:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc, timeout=30)
+            stop_process(self.proc, timeout=30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -241,56 +229,6 @@ class Smsgw:
         async with session.get(f"{self.url}/metrics") as response:
             response.raise_for_status()
             return Metrics.parse(await response.text())
-
-
-# -- Redis -------------------------------------------------------------------------------
-
-
-class RedisProcess:
-    """A private redis-server on a fixed port and directory, so it can be killed and started
-    again in place. `persistent`: an append-only file, fsynced at every write, so a restart
-    (or a crash) keeps every acknowledged write, as a production Redis should."""
-
-    def __init__(self, directory: Path, *, persistent: bool) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (scripts/test installs it)")
-        self._binary = binary
-        self.directory = directory
-        self.persistent = persistent
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        argv = [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")]
-        if self.persistent:
-            argv += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            argv += ["--appendonly", "no"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
-                    if client.ping():
-                        return
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        """SIGTERM: Redis finishes its append-only file and exits."""
-        if self.proc is not None:
-            _stop(self.proc)
-        self.proc = None
 
 
 # -- load ------------------------------------------------------------------------------
