@@ -42,6 +42,7 @@ from pathlib import Path
 import aiohttp
 
 from testkit.fake_provider import twilio_provider_toml
+from testkit.mix import body
 from testkit.processes import start_process, stop_process, wait_ready
 from testkit.services import RedisServer
 
@@ -87,20 +88,6 @@ SCENARIOS = {
     "c": Scenario("c", 3, 1000, 250, 80, max_in_flight=150),
     "d": Scenario("d", 3, 2000, 0, 0),
 }
-
-_SHORT = "Your code is {n:06d}. It expires in 10 minutes."
-_LONG_GSM = "Your parcel {n:06d} is on its way. " + "Track it in the app any time. " * 6
-_CYRILLIC = "Ваш код {n:06d}. Никому его не сообщайте 🙂 " + "Спасибо, что вы с нами. " * 3  # noqa: RUF001 (Cyrillic on purpose)
-
-
-def body(n: int) -> str:
-    """Issue 14's mix, deterministic: 12 short, 5 long GSM-7, 3 Cyrillic in every 20."""
-    kind = n % 20
-    if kind < 12:
-        return _SHORT.format(n=n % 1_000_000)
-    if kind < 17:
-        return _LONG_GSM.format(n=n % 1_000_000)[:200]
-    return _CYRILLIC.format(n=n % 1_000_000)[:99] + "🙂"
 
 
 def _config(directory: Path, scenario: Scenario, fake_url: str, redis_url: str | None) -> Path:

@@ -179,9 +179,13 @@ class Dispatcher:
             await self._expire(message)
             return
         segments = message.segments or segment(message.body).segments
-        provider = self._router.pick(
-            message.country, avoid=message.failed_providers, segments=segments
-        )
+        avoid = message.failed_providers
+        busy = [name for name, lane in self.lanes.items() if lane.refusing() or lane.overfull()]
+        if busy:
+            # Providers refusing for concurrency, or holding too many waiting: another that
+            # serves the message is better (pick falls back to them if none does).
+            avoid = (*avoid, *busy)
+        provider = self._router.pick(message.country, avoid=avoid, segments=segments)
         if provider is None:
             await self._no_provider(message, segments)
             return

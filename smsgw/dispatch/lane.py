@@ -83,6 +83,10 @@ class Lane:
     def has_room(self) -> bool:
         return self.waiting < self.waiting_budget
 
+    def refusing(self) -> bool:
+        """In a pause after concurrency refusals: better skipped where another can send."""
+        return self._paused_until > time.monotonic()
+
     def overfull(self) -> bool:
         """So many wait here that another would only hold a message other lanes could use."""
         return self.waiting >= 4 * self.waiting_budget
