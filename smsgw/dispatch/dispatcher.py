@@ -218,6 +218,7 @@ class Dispatcher:
                 try:
                     handle = await lane.ready()
                 except RetryableProviderError as exc:  # nothing was sent
+                    provider.log_failure(message.id, exc)
                     await self._on_retryable(message, provider, exc)
                     return "failed"
                 try:

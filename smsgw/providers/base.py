@@ -141,18 +141,21 @@ class Provider(ABC):
         try:
             provider_message_id = await self._try_send(sms)
         except ProviderError as exc:
-            # Per-message detail at debug level: at thousands of SMS/s an info line each would
-            # cost more than the send itself. Never the body (it may hold a code) or the number.
-            _log.debug(
-                "provider_error",
-                provider=self.name,
-                message_id=sms.message_id,
-                error=type(exc).__name__,
-                provider_code=exc.code,
-                detail=exc.detail,
-            )
+            self.log_failure(sms.message_id, exc)
             raise
         return SendReceipt(self.name, provider_message_id, time.perf_counter() - started)
+
+    def log_failure(self, message_id: str, exc: ProviderError) -> None:
+        # Per-message detail at debug level: at thousands of SMS/s an info line each would
+        # cost more than the send itself. Never the body (it may hold a code) or the number.
+        _log.debug(
+            "provider_error",
+            provider=self.name,
+            message_id=message_id,
+            error=type(exc).__name__,
+            provider_code=exc.code,
+            detail=exc.detail,
+        )
 
     @abstractmethod
     async def _try_send(self, sms: OutgoingSms) -> str:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from smsgw.errors import ConfigError, RetryableProviderError, ThrottledError
+from smsgw.errors import ConfigError, ProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers.base import OutgoingSms, Provider, SendHandle, SendReceipt
 from smsgw.settings import ProviderSettings
 from smsgw.transport import (
@@ -189,25 +189,48 @@ class HttpProvider(Provider):
             raise self.not_sent(exc) from exc
         return _HttpSendHandle(self, connection)
 
+    async def send(self, sms: OutgoingSms) -> SendReceipt:
+        # launch() and the answer log their own failures (the dispatcher's path, which
+        # never calls send()); only a failed ready() is logged here.
+        try:
+            handle = await self.ready()
+        except ProviderError as exc:
+            self.log_failure(sms.message_id, exc)
+            raise
+        return await handle.launch(sms)
+
     async def _try_send(self, sms: OutgoingSms) -> str:
-        handle = await self.ready()
-        receipt = await handle.launch(sms)
-        return receipt.provider_message_id
+        return (await self.send(sms)).provider_message_id
 
     def _write(self, connection: Connection, sms: OutgoingSms) -> _PendingSend:
         """Encode and write at once (no await); the answer is read when it is awaited."""
         try:
             body = self.encode(sms)
+        except ProviderError as exc:
+            connection.release()
+            self.log_failure(sms.message_id, exc)
+            raise
         except BaseException:
             connection.release()
             raise
         try:
             waiter = connection.send(self._template.build(body))
         except NotSent as exc:
-            raise self.not_sent(exc) from exc
-        return _PendingSend(self, waiter, time.perf_counter())
+            error = self.not_sent(exc)
+            self.log_failure(sms.message_id, error)
+            raise error from exc
+        return _PendingSend(self, waiter, time.perf_counter(), sms.message_id)
 
-    async def _receive(self, waiter: Awaitable[Response], written_at: float) -> SendReceipt:
+    async def _receive(
+        self, waiter: Awaitable[Response], written_at: float, message_id: str
+    ) -> SendReceipt:
+        try:
+            return await self._answer(waiter, written_at)
+        except ProviderError as exc:
+            self.log_failure(message_id, exc)
+            raise
+
+    async def _answer(self, waiter: Awaitable[Response], written_at: float) -> SendReceipt:
         try:
             response = await waiter
         except ResponseFailed as exc:
@@ -278,17 +301,23 @@ class _PendingSend:
     leaves no never-awaited coroutine behind; the connection returns to the pool when the
     answer ends or times out either way."""
 
-    __slots__ = ("_provider", "_waiter", "_written_at")
+    __slots__ = ("_message_id", "_provider", "_waiter", "_written_at")
 
     def __init__(
-        self, provider: HttpProvider, waiter: Awaitable[Response], written_at: float
+        self,
+        provider: HttpProvider,
+        waiter: Awaitable[Response],
+        written_at: float,
+        message_id: str,
     ) -> None:
         self._provider = provider
         self._waiter = waiter
         self._written_at = written_at
+        self._message_id = message_id
 
     def __await__(self) -> Generator[Any, None, SendReceipt]:
-        return self._provider._receive(self._waiter, self._written_at).__await__()
+        receive = self._provider._receive(self._waiter, self._written_at, self._message_id)
+        return receive.__await__()
 
 
 def json_object(payload: bytes) -> dict[str, Any]:
