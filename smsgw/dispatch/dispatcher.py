@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from smsgw._aio import cancel_and_wait
 from smsgw.audit import AuditRecorder
-from smsgw.dispatch.lane import Lane
+from smsgw.dispatch.lane import Lane, Place
 from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
 from smsgw.dispatch.stats import DispatchStats
@@ -213,7 +213,7 @@ class Dispatcher:
                 self.stats.duplicates_skipped += 1
                 await self._queue.ack(message)
                 return "none"
-            await lane.take_place()
+            place = await lane.take_place()
             try:
                 try:
                     handle = await lane.ready()
@@ -222,20 +222,21 @@ class Dispatcher:
                     await self._on_retryable(message, provider, exc)
                     return "failed"
                 try:
-                    outcome = await self._send(message, lane, handle, units)
-                except ConcurrencyLimited as exc:
-                    # Not a failure and nothing was processed: fewer open requests, then
-                    # the same message again (it keeps its place in this replica).
+                    outcome = await self._send(message, lane, handle, units, place)
+                except ConcurrencyLimited:
+                    # Not a failure and nothing was processed: fewer open requests (the
+                    # lane paused), then the same message again; it stays in this replica.
                     self.stats.concurrency_refusals += 1
                     self.metrics.outcome(provider.name, "concurrency_refused")
-                    lane.refused(exc.retry_after_s)
                     continue
             finally:
-                lane.give_back_place()
+                place.release()  # if the send did not already
             lane.answered()
             return outcome
 
-    async def _send(self, message: Message, lane: Lane, handle: SendHandle, units: int) -> Verdict:
+    async def _send(
+        self, message: Message, lane: Lane, handle: SendHandle, units: int, place: Place
+    ) -> Verdict:
         provider = lane.provider
         launched = False
         try:
@@ -276,8 +277,14 @@ class Dispatcher:
         try:
             try:
                 receipt = await pending
+            except ConcurrencyLimited as exc:
+                lane.refused(exc.retry_after_s)  # before the place goes back (in_flight.py)
+                raise
             finally:
+                # The provider's place is free once it answered, not once we recorded it:
+                # under a binding max_in_flight every ms held here is throughput.
                 lane.open_now -= 1
+                place.release()
                 metrics.send_seconds.labels(provider.name).observe(time.monotonic() - written)
         except ConcurrencyLimited:
             raise

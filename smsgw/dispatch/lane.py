@@ -28,7 +28,7 @@ from smsgw.limiter.in_flight import InFlightLimits
 from smsgw.providers.base import Provider, SendHandle
 from smsgw.settings import RateUnit
 
-__all__ = ["Lane"]
+__all__ = ["Lane", "Place"]
 
 # A concurrency refusal pauses the lane's new requests this long, doubling while refusals
 # go on (up to the max) and reset by the next answer that was not one: short, because the
@@ -40,6 +40,23 @@ REFUSAL_PAUSE_MAX_S = 1.0
 # reach of other replicas, without sending anything sooner.
 WAIT_AHEAD_S = 0.25
 MIN_WAITING = 32
+
+
+class Place:
+    """One taken place among a provider's open requests. A send gives it back at the answer
+    (release), and the attempt again when it ends, for the paths that never reached one:
+    the second call does nothing."""
+
+    __slots__ = ("_in_flight", "_provider")
+
+    def __init__(self, in_flight: InFlightLimits | None, provider: str) -> None:
+        self._in_flight = in_flight
+        self._provider = provider
+
+    def release(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.close(self._provider)
+            self._in_flight = None
 
 
 class Lane:
@@ -91,7 +108,7 @@ class Lane:
         """So many wait here that another would only hold a message other lanes could use."""
         return self.waiting >= 4 * self.waiting_budget
 
-    async def take_place(self) -> None:
+    async def take_place(self) -> Place:
         """Step 1: after any refusal pause, a place among the provider's open requests."""
         while True:
             wait = self._paused_until - time.monotonic()
@@ -100,10 +117,7 @@ class Lane:
             await asyncio.sleep(wait)
         if self._in_flight is not None and not self._in_flight.try_open(self.name):
             await self._in_flight.open(self.name)
-
-    def give_back_place(self) -> None:
-        if self._in_flight is not None:
-            self._in_flight.close(self.name)
+        return Place(self._in_flight, self.name)
 
     async def slot(self, units: int) -> float:
         """Step 3: a rate slot fresh enough to use now; its time (time.monotonic())."""
