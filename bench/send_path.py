@@ -47,8 +47,6 @@ from testkit.processes import start_process, stop_process, wait_ready
 from testkit.services import RedisServer
 
 BATCH = 500
-TOP_UP_S = 0.25
-AHEAD_S = 2.0  # backlog offered ahead of the rate
 DECISION_METRIC = "smsgw_send_decision_delay_seconds"
 
 
@@ -114,32 +112,37 @@ max_size = 500000
     return path
 
 
-async def _offer(urls: Sequence[str], scenario: Scenario, seconds: float, per_message: float):  # type: ignore[no-untyped-def]
-    """Keep ~AHEAD_S of the rate offered ahead of what the fake has taken, for `seconds`."""
-    messages_per_s = scenario.rate / per_message
-    offered = 0
-    counter = itertools.count()
-    replica = itertools.cycle(urls)
+async def _offer(urls: Sequence[str], messages: int) -> float:
+    """Offer every message at once, as fast as the replicas accept them (far faster than the
+    rate), so the providers' pacing alone sets the pace; seconds it took."""
     started = time.monotonic()
+    replica = itertools.cycle(urls)
     async with aiohttp.ClientSession() as session:
-        while time.monotonic() - started < seconds:
-            elapsed = time.monotonic() - started
-            want = int(messages_per_s * (elapsed + AHEAD_S)) - offered
-            posts = []
-            while want > 0:
-                size = min(BATCH, want)
-                batch = [{"to": f"+1415{2000000 + n % 1000000}", "body": body(n)}
-                         for n in itertools.islice(counter, size)]  # fmt: skip
-                url = f"{next(replica)}/v1/messages/batch"
-                posts.append(session.post(url, json={"messages": batch}))
-                want -= size
-                offered += size
-            for post in posts:
-                async with post as response:
-                    if response.status != 202:
-                        raise RuntimeError(f"HTTP {response.status}: {await response.text()}")
-            await asyncio.sleep(TOP_UP_S)
-    return offered
+
+        async def post(first: int) -> None:
+            batch = [{"to": f"+1415{2000000 + n % 1000000}", "body": body(n)}
+                     for n in range(first, min(first + BATCH, messages))]  # fmt: skip
+            url = f"{next(replica)}/v1/messages/batch"
+            async with session.post(url, json={"messages": batch}) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"HTTP {response.status}: {await response.text()}")
+
+        starts = list(range(0, messages, BATCH))
+        for i in range(0, len(starts), len(urls)):  # one batch per replica at a time
+            await asyncio.gather(*(post(first) for first in starts[i : i + len(urls)]))
+    return time.monotonic() - started
+
+
+def _wait_taken(fake_url: str, messages: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = _get_json(f"{fake_url}/_stats?summary=1")
+        by_status = stats["by_status"]
+        assert isinstance(by_status, dict)
+        if int(by_status.get("201", 0)) >= messages:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the fake took fewer than {messages} messages in time")
 
 
 def _get_json(url: str) -> dict[str, object]:
@@ -211,9 +214,10 @@ def run(scenario: Scenario, seconds: float, per_message: float) -> dict[str, obj
                 processes.append(replica)
                 urls.append(f"http://127.0.0.1:{port}")
                 wait_ready(f"{urls[-1]}/readyz")
-            offered = asyncio.run(_offer(urls, scenario, seconds, per_message))
-            # Let what is queued drain a little; the figures are first to last arrival.
-            time.sleep(1.0 + scenario.latency_ms / 1000)
+            offered = round(scenario.ceiling(per_message) / per_message * seconds)
+            offer_s = asyncio.run(_offer(urls, offered))
+            print(f"  offered {offered} in {offer_s:.1f} s", file=sys.stderr)
+            _wait_taken(fake_url, offered, seconds * 3 + 30)
             buckets = _decision_buckets(urls)
             dispatch = [_get_json(f"{url}/readyz").get("dispatch") for url in urls]
             print(f"  dispatch: {dispatch}", file=sys.stderr)
