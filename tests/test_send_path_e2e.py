@@ -26,8 +26,8 @@ pytestmark = pytest.mark.timeout(120)
 
 # Segments per second across the fleet. The Redis limiter's bound is floor(pace x rate) plus
 # (segments - 1) per replica for a message whose slots straddle a window's start
-# (smsgw/limiter/redis.py): 495 + 3 x 1 here, below the rate with room for jitter. At 200 the
-# 1% pace leaves too little (198 + 3 > 200), a limit the closing note of issue 14 records.
+# (smsgw/limiter/redis.py): 492 + 3 x 1 here, below the rate with room for jitter. At 200 the
+# 1.5% pace margin leaves too little (197 + 3 = 200), a limit issue 14's closing note records.
 RATE = 500
 SECONDS = 6.0
 CAP = 30  # max_in_flight: far below what 500 seg/s x 250 ms would open (~90), so it binds

@@ -34,7 +34,7 @@ __all__ = ["MemoryLimiter"]
 
 # Pace a little under the rate: the sliding log then rarely binds, and the provider's view
 # of our arrivals has room for network jitter.
-DEFAULT_PACE = 0.99
+DEFAULT_PACE = 0.985  # as LimiterSettings.pace, which says why
 DEFAULT_BURST_S = 0.005
 COLD_PACE = 0.95
 _WINDOW_S = 1.0

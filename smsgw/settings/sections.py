@@ -124,8 +124,12 @@ class LimiterSettings(Section, frozen=True, kw_only=True):
     # together keep Redis calls far below one per SMS.
     lease_size: PositiveInt = 50
     lookahead_s: Fraction = 0.05
-    # Fraction of each provider's rate actually used, leaving room for network jitter.
-    pace: Annotated[float, Meta(ge=0.5, le=1)] = 0.99
+    # Fraction of each provider's rate actually used. The provider counts arrivals: with a
+    # spread J of delays between our slots and its clock (s per s), it sees up to
+    # pace x rate x (1 + J), so the rest must cover J; 0.985 covers 15 ms a second
+    # (measured here: 5-10 ms of our own at p99.9, more at a busy receiver; bench/RESULTS.md,
+    # issue 14). At 0.99 a busy single replica put 1002 arrivals into one second at 1000.
+    pace: Annotated[float, Meta(ge=0.5, le=1)] = 0.985
     # 0: while Redis is unreachable nothing is sent (fail closed). N > 0: each replica then
     # paces at rate / N on its own — only safe if at most N replicas ever run.
     degraded_replicas: NonNegativeInt = 0

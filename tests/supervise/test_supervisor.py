@@ -374,6 +374,7 @@ async def heartbeat_scenario(tmp_path: Path, redis_url: str, client: aioredis.Re
             [restart] = sup.events("worker_restarted")
             assert restart["reason"] == "heartbeat"
             assert restart["silent_s"] >= BEAT_TTL_S
+
             async def replaced() -> bool:
                 # The hung worker may still be listed (and on the roll) a moment after the
                 # restart is logged: wait for its successor, beating alone.
