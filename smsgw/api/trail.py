@@ -23,7 +23,7 @@ from smsgw.api.intake import authorized_client
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response, rfc3339_ms
 from smsgw.app_keys import AUDIT, SETTINGS
-from smsgw.audit import AuditEvent, AuditWriter, MessageSummary, summarize
+from smsgw.audit import AuditEvent, AuditWriter, MessageSummary, RecipientQuery, summarize
 from smsgw.errors import AuditUnavailable
 from smsgw.phone import InvalidPhoneNumber, parse_phone
 
@@ -66,12 +66,14 @@ async def list_messages(request: web.Request) -> web.Response:
     writer = request.app[AUDIT]
     try:
         page = await writer.store.recipient_messages(
-            client=client,
-            to=query.to,
-            since=query.since,
-            until=query.until,
-            limit=query.limit,
-            cursor=query.cursor,
+            RecipientQuery(
+                client=client,
+                to=query.to,
+                since=query.since,
+                until=query.until,
+                limit=query.limit,
+                cursor=query.cursor,
+            )
         )
     except ValueError as exc:
         raise query_problem("cursor", "not a cursor from this listing") from exc

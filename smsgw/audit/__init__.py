@@ -1,6 +1,6 @@
 """Audit trail: every message's events, stored in SQLite (embedded) or DynamoDB."""
 
-from smsgw.audit.base import AuditRecorder, AuditStore, RecipientPage
+from smsgw.audit.base import AuditRecorder, AuditStore, RecipientPage, RecipientQuery
 from smsgw.audit.events import FINAL_STATUSES, AuditEvent, EventKind, MessageSummary, summarize
 from smsgw.audit.factory import open_store
 from smsgw.audit.spool import Spool
@@ -16,6 +16,7 @@ __all__ = [
     "EventKind",
     "MessageSummary",
     "RecipientPage",
+    "RecipientQuery",
     "Spool",
     "default_replica_name",
     "open_store",

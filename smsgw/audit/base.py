@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from smsgw.audit.events import AuditEvent, EventKind
 
-__all__ = ["AuditRecorder", "AuditStore", "RecipientPage"]
+__all__ = ["AuditRecorder", "AuditStore", "RecipientPage", "RecipientQuery"]
 
 
 class AuditRecorder(Protocol):
@@ -21,6 +21,27 @@ class AuditRecorder(Protocol):
 
     def accepted(self, message_id: str, at: float, **details: Any) -> None:
         """A message validated at `at` entered the queue: its details, then `queued` (now)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientQuery:
+    """One page of the messages `client` sent to `to`, accepted within [since, until].
+
+    `cursor` is a page's `cursor` from before (an opaque string; a bad one raises
+    ValueError). One value rather than a keyword list, so every store reads the same shape.
+    """
+
+    client: str
+    to: str
+    limit: int
+    since: float | None = None
+    until: float | None = None
+    cursor: str | None = None
+
+    @property
+    def rcpt(self) -> str:
+        """The stores' recipient key: one client's messages never share it with another's."""
+        return f"{self.client}|{self.to}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +63,7 @@ class AuditStore(Protocol):
     async def events(self, message_id: str) -> list[AuditEvent]:
         """Every stored event of one message in key order; [] when unknown."""
 
-    async def recipient_messages(
-        self,
-        *,
-        client: str,
-        to: str,
-        since: float | None,
-        until: float | None,
-        limit: int,
-        cursor: str | None,
-    ) -> RecipientPage:
-        """Messages `client` sent to `to`, accepted within [since, until], newest first.
-
-        `cursor` is a page's `cursor` from before (an opaque string; a bad one raises
-        ValueError).
-        """
+    async def recipient_messages(self, query: RecipientQuery) -> RecipientPage:
+        """The messages `query` asks for, newest first."""
 
     async def close(self) -> None: ...

@@ -38,7 +38,7 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from smsgw._aio import cancel_and_wait
-from smsgw.audit.base import RecipientPage
+from smsgw.audit.base import RecipientPage, RecipientQuery
 from smsgw.audit.events import AuditEvent, recipient_sort_key
 from smsgw.audit.sqlite import recipient_key_range
 from smsgw.errors import AuditUnavailable, ConfigError
@@ -249,20 +249,12 @@ class DynamoDbStore:
                 return found
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def recipient_messages(
-        self,
-        *,
-        client: str,
-        to: str,
-        since: float | None,
-        until: float | None,
-        limit: int,
-        cursor: str | None,
-    ) -> RecipientPage:
+    async def recipient_messages(self, query: RecipientQuery) -> RecipientPage:
+        limit, cursor = query.limit, query.cursor
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        rcpt = f"{client}|{to}"
-        low, high = recipient_key_range(since, until)
+        rcpt = query.rcpt
+        low, high = recipient_key_range(query.since, query.until)
         low = low or "0"  # key values may not be empty; every rsk starts with a digit
         start: dict[str, dict[str, str]] | None = None
         if cursor is not None:

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import msgspec
 
-from smsgw.audit.base import RecipientPage
+from smsgw.audit.base import RecipientPage, RecipientQuery
 from smsgw.audit.events import AuditEvent, recipient_sort_key
 from smsgw.errors import AuditUnavailable
 
@@ -83,17 +83,9 @@ class SqliteStore:
         )
         return [_decoder.decode(row[0]) for row in rows]
 
-    async def recipient_messages(
-        self,
-        *,
-        client: str,
-        to: str,
-        since: float | None,
-        until: float | None,
-        limit: int,
-        cursor: str | None,
-    ) -> RecipientPage:
-        low, high = recipient_key_range(since, until)
+    async def recipient_messages(self, query: RecipientQuery) -> RecipientPage:
+        limit, cursor = query.limit, query.cursor
+        low, high = recipient_key_range(query.since, query.until)
         if cursor is not None:
             if "|" not in cursor:
                 raise ValueError("not a cursor of this listing")
@@ -103,7 +95,7 @@ class SqliteStore:
             lambda: self._query(
                 "SELECT message_id, rsk FROM audit_events"
                 " WHERE rcpt = ? AND rsk >= ? AND rsk < ? ORDER BY rsk DESC LIMIT ?",
-                (f"{client}|{to}", low, high, limit + 1),
+                (query.rcpt, low, high, limit + 1),
             )
         )
         page = rows[:limit]

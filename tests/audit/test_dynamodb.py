@@ -16,6 +16,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 import smsgw.audit.dynamodb as dynamodb_module
+from smsgw.audit.base import RecipientQuery
 from smsgw.audit.dynamodb import DynamoDbStore, decode_item, encode_item
 from smsgw.audit.events import AuditEvent
 from smsgw.errors import AuditUnavailable, ConfigError
@@ -226,7 +227,7 @@ async def test_recipient_messages_page_newest_first(store: DynamoDbStore) -> Non
     cursor: str | None = None
     while True:
         page = await store.recipient_messages(
-            client="acme", to="+15550100", since=None, until=None, limit=3, cursor=cursor
+            RecipientQuery(client="acme", to="+15550100", limit=3, cursor=cursor)
         )
         pages.append(page.message_ids)
         cursor = page.cursor
@@ -236,16 +237,16 @@ async def test_recipient_messages_page_newest_first(store: DynamoDbStore) -> Non
 
     # A listing that ends exactly at a page boundary hands out no cursor for an empty page.
     first = await store.recipient_messages(
-        client="acme", to="+15550100", since=T0 + 4, until=None, limit=3, cursor=None
+        RecipientQuery(client="acme", to="+15550100", since=T0 + 4, limit=3)
     )
     second = await store.recipient_messages(
-        client="acme", to="+15550100", since=T0 + 4, until=None, limit=3, cursor=first.cursor
+        RecipientQuery(client="acme", to="+15550100", since=T0 + 4, limit=3, cursor=first.cursor)
     )
     assert (first.message_ids, second.message_ids) == (["m9", "m8", "m7"], ["m6", "m5", "m4"])
     assert second.cursor is None
 
     other = await store.recipient_messages(
-        client="globex", to="+15550100", since=None, until=None, limit=100, cursor=None
+        RecipientQuery(client="globex", to="+15550100", limit=100)
     )
     assert other.message_ids == [f"other{i}" for i in reversed(range(10))]
     assert other.cursor is None
@@ -256,7 +257,7 @@ async def test_recipient_messages_respect_since_and_until(store: DynamoDbStore) 
 
     async def listing(**bounds: Any) -> list[str]:
         page = await store.recipient_messages(
-            client="acme", to="+15550100", limit=100, cursor=None, **bounds
+            RecipientQuery(client="acme", to="+15550100", limit=100, **bounds)
         )
         return page.message_ids
 
@@ -269,34 +270,32 @@ async def test_recipient_messages_respect_since_and_until(store: DynamoDbStore) 
     assert await listing(since=None, until=T0 - 1) == []
 
     # A cursor keeps working when the bounds move: it only ever continues after itself.
-    page = await store.recipient_messages(
-        client="acme", to="+15550100", since=None, until=None, limit=2, cursor=None
-    )
+    page = await store.recipient_messages(RecipientQuery(client="acme", to="+15550100", limit=2))
     assert page.message_ids == ["m9", "m8"]
     narrower = await store.recipient_messages(
-        client="acme", to="+15550100", since=T0 + 6, until=T0 + 9, limit=5, cursor=page.cursor
+        RecipientQuery(
+            client="acme", to="+15550100", since=T0 + 6, until=T0 + 9, limit=5, cursor=page.cursor
+        )
     )
     assert narrower.message_ids == ["m7", "m6"]
     past_since = await store.recipient_messages(
-        client="acme", to="+15550100", since=T0 + 9, until=None, limit=5, cursor=page.cursor
+        RecipientQuery(client="acme", to="+15550100", since=T0 + 9, limit=5, cursor=page.cursor)
     )
     assert past_since.message_ids == []
     before_until = await store.recipient_messages(
-        client="acme", to="+15550100", since=None, until=T0 + 3, limit=5, cursor=page.cursor
+        RecipientQuery(client="acme", to="+15550100", until=T0 + 3, limit=5, cursor=page.cursor)
     )
     assert before_until.message_ids == ["m3", "m2", "m1", "m0"]
 
 
 async def test_cursor_cannot_reach_another_clients_messages(store: DynamoDbStore) -> None:
     await store.write([accepted("mine", T0), accepted("theirs", T0 - 1, client="globex")])
-    page = await store.recipient_messages(
-        client="globex", to="+15550100", since=None, until=None, limit=1, cursor=None
-    )
+    page = await store.recipient_messages(RecipientQuery(client="globex", to="+15550100", limit=1))
     assert page.message_ids == ["theirs"]
     # A cursor made for "acme" still lists only acme's messages.
     forged = f"{key_at(T0 + 1)}|x"
     mine = await store.recipient_messages(
-        client="acme", to="+15550100", since=None, until=None, limit=5, cursor=forged
+        RecipientQuery(client="acme", to="+15550100", limit=5, cursor=forged)
     )
     assert mine.message_ids == ["mine"]
 
@@ -308,7 +307,7 @@ async def test_cursor_cannot_reach_another_clients_messages(store: DynamoDbStore
 async def test_malformed_cursor_is_a_value_error(store: DynamoDbStore, cursor: str) -> None:
     with pytest.raises(ValueError, match="cursor"):
         await store.recipient_messages(
-            client="acme", to="+15550100", since=None, until=None, limit=5, cursor=cursor
+            RecipientQuery(client="acme", to="+15550100", limit=5, cursor=cursor)
         )
 
 

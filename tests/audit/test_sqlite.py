@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from smsgw.audit import AuditEvent
+from smsgw.audit import AuditEvent, RecipientQuery
 from smsgw.audit.sqlite import SqliteStore
 
 # The table as versions before the rowid layout created it.
@@ -46,7 +46,7 @@ async def test_a_file_with_the_earlier_layout_is_written_and_read_as_before(
         await store.write(events[1:])  # a replayed spool writes some again: no duplicates
         assert [e.kind for e in await store.events("msg_1")] == ["accepted", "queued", "sent"]
         page = await store.recipient_messages(
-            client="app", to="+14155550100", since=None, until=None, limit=10, cursor=None
+            RecipientQuery(client="app", to="+14155550100", limit=10)
         )
         assert page.message_ids == ["msg_1"]
     finally:
