@@ -41,9 +41,9 @@ from pathlib import Path
 
 import aiohttp
 
-from testkit.fake_provider import twilio_provider_toml
+from testkit.fake_provider import fetch_stats, twilio_provider_toml, wait_taken
 from testkit.mix import body
-from testkit.processes import start_process, stop_process, wait_ready
+from testkit.processes import start_process, start_replicas, stop_process, wait_ready
 from testkit.services import RedisServer
 
 BATCH = 500
@@ -133,18 +133,6 @@ async def _offer(urls: Sequence[str], messages: int) -> float:
     return time.monotonic() - started
 
 
-def _wait_taken(fake_url: str, messages: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stats = _get_json(f"{fake_url}/_stats?summary=1")
-        by_status = stats["by_status"]
-        assert isinstance(by_status, dict)
-        if int(by_status.get("201", 0)) >= messages:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"the fake took fewer than {messages} messages in time")
-
-
 def _get_json(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=60) as response:
         data: dict[str, object] = json.load(response)
@@ -215,22 +203,15 @@ def run(scenario: Scenario, seconds: float, per_message: float) -> dict[str, obj
             fake_url = f"http://127.0.0.1:{fake_port}"
             wait_ready(f"{fake_url}/healthz")
             config = _config(directory, scenario, fake_url, redis_url)
-            urls = []
-            for i in range(scenario.replicas):
-                argv = ["python", "-m", "smsgw", "serve", "--config", str(config)]
-                argv += ["--log-level", "warning"]
-                replica, port = start_process(argv, directory / f"replica{i}.port")
-                processes.append(replica)
-                urls.append(f"http://127.0.0.1:{port}")
-                wait_ready(f"{urls[-1]}/readyz")
+            urls = start_replicas(config, directory, scenario.replicas, processes)
             offered = round(scenario.ceiling(per_message) / per_message * seconds)
             offer_s = asyncio.run(_offer(urls, offered))
             print(f"  offered {offered} in {offer_s:.1f} s", file=sys.stderr)
-            _wait_taken(fake_url, offered, seconds * 3 + 30)
+            wait_taken(fake_url, offered, seconds * 3 + 30)
             buckets = _decision_buckets(urls)
             dispatch = [_get_json(f"{url}/readyz").get("dispatch") for url in urls]
             print(f"  dispatch: {dispatch}", file=sys.stderr)
-            stats = _get_json(f"{fake_url}/_stats")
+            stats = fetch_stats(fake_url)
         finally:
             for process in reversed(processes):
                 stop_process(process, timeout=15)

@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import redis
 
-from bench.loadgen import start_process, stop_process, wait_ready
-from testkit.fake_provider import max_in_sliding_window, twilio_provider_toml
+from testkit.fake_provider import (
+    fetch_stats,
+    max_in_sliding_window,
+    twilio_provider_toml,
+    wait_taken,
+)
+from testkit.processes import start_process, start_replicas, stop_process, wait_ready
 from testkit.services import RedisServer
 
 BATCH = 1000
@@ -88,25 +91,6 @@ async def _offer(urls: list[str], messages: int) -> float:
         batches = (messages + BATCH - 1) // BATCH
         await asyncio.gather(*(post(i) for i in range(batches)))
     return time.monotonic() - started
-
-
-def _fake_stats(fake_url: str, summary: bool = False) -> dict[str, object]:
-    query = "?summary=1" if summary else ""
-    with urllib.request.urlopen(f"{fake_url}/_stats{query}", timeout=60) as response:
-        stats: dict[str, object] = json.load(response)
-    return stats
-
-
-def _wait_for(fake_url: str, messages: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stats = _fake_stats(fake_url, summary=True)
-        by_status = stats["by_status"]
-        assert isinstance(by_status, dict)
-        if int(by_status.get("201", 0)) >= messages:
-            return
-        time.sleep(1.0)
-    raise RuntimeError("not every message reached the fake provider in time")
 
 
 def _busiest_window_start(times: list[float]) -> float:
@@ -180,21 +164,14 @@ def main() -> None:
             fake_url = f"http://127.0.0.1:{fake_port}"
             wait_ready(f"{fake_url}/healthz")
             config = _config(directory, redis_server.url, fake_url, args.rate, args.limiter)
-            urls = []
-            for i in range(args.replicas):
-                argv = ["python", "-m", "smsgw", "serve", "--config", str(config)]
-                argv += ["--log-level", "warning"]
-                replica, port = start_process(argv, directory / f"replica{i}.port")
-                processes.append(replica)
-                urls.append(f"http://127.0.0.1:{port}")
-                wait_ready(f"{urls[-1]}/readyz")
+            urls = start_replicas(config, directory, args.replicas, processes)
             client = redis.Redis.from_url(redis_server.url)
             client.config_resetstat()
             offered_s = asyncio.run(_offer(urls, args.messages))
-            _wait_for(fake_url, args.messages, args.timeout)
+            wait_taken(fake_url, args.messages, args.timeout, poll_s=1.0)
             commands = client.info("commandstats")
             client.close()
-            stats = _fake_stats(fake_url)
+            stats = fetch_stats(fake_url)
         finally:
             for process in reversed(processes):
                 stop_process(process, timeout=15)

@@ -50,6 +50,7 @@ import gc
 import os
 import random
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,10 +97,12 @@ __all__ = [
     "Faults",
     "SlidingSegments",
     "VonageAccount",
+    "fetch_stats",
     "main",
     "max_in_sliding_window",
     "segments_in_sliding_window",
     "twilio_provider_toml",
+    "wait_taken",
 ]
 
 
@@ -606,6 +609,27 @@ def segments_in_sliding_window(
     for stamp, weight in sorted(zip(times, segments, strict=True), key=lambda pair: pair[0]):
         window.add(stamp, weight, limit)
     return window.max, window.over
+
+
+def fetch_stats(url: str, *, summary: bool = False) -> dict[str, Any]:
+    """`GET /_stats` of a fake running as its own process at `url` (`summary`: counts only)."""
+    query = "?summary=1" if summary else ""
+    # http on loopback, built here: not a user-supplied scheme.
+    with urllib.request.urlopen(f"{url}/_stats{query}", timeout=60) as response:
+        stats: dict[str, Any] = orjson.loads(response.read())
+    return stats
+
+
+def wait_taken(url: str, messages: int, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
+    """Wait until the fake at `url` has accepted (Twilio 201) `messages`; its summary then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = fetch_stats(url, summary=True)
+        if int(stats["by_status"].get("201", 0)) >= messages:
+            return stats
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the fake took fewer than {messages} messages in time: {stats}")
+        time.sleep(poll_s)
 
 
 def twilio_provider_toml(url: str, *, name: str = "twilio", **extra: Any) -> str:

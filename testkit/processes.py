@@ -19,7 +19,7 @@ from typing import Final
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO_ROOT", "start_process", "stop_process", "wait_ready"]
+__all__ = ["REPO_ROOT", "start_process", "start_replicas", "stop_process", "wait_ready"]
 
 
 def wait_ready(url: str, timeout: float = 10.0) -> None:
@@ -87,6 +87,29 @@ def start_process(
             stop_process(proc)
             raise TimeoutError(f"{command} wrote no port file within {timeout} s")
         time.sleep(0.02)
+
+
+def start_replicas(
+    config: Path,
+    directory: Path,
+    count: int,
+    processes: list[subprocess.Popen[bytes]],
+    *,
+    log_level: str | None = "warning",
+) -> list[str]:
+    """Start `count` `smsgw serve` replicas of `config`, one after another, each ready; their
+    base URLs. Each is appended to `processes` as soon as it runs, so the caller stops them
+    all even when a later one fails to start."""
+    urls = []
+    for i in range(count):
+        argv = ["python", "-m", "smsgw", "serve", "--config", str(config)]
+        if log_level is not None:
+            argv += ["--log-level", log_level]
+        replica, port = start_process(argv, directory / f"replica{i}.port")
+        processes.append(replica)
+        urls.append(f"http://127.0.0.1:{port}")
+        wait_ready(f"{urls[-1]}/readyz")
+    return urls
 
 
 def _read_port(port_file: Path) -> int | None:

@@ -7,18 +7,17 @@ than the provider's rate, a fleet cap on open requests is never passed, and the 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from testkit.fake_provider import twilio_provider_toml
+from testkit.fake_provider import twilio_provider_toml, wait_taken
 from testkit.mix import SEGMENTS_PER_MESSAGE, body
-from testkit.processes import start_process, stop_process, wait_ready
+from testkit.processes import start_process, start_replicas, stop_process, wait_ready
 from testkit.segment_count import count_segments
 from testkit.services import RedisServer
 
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.timeout(120)
 RATE = 500
 SECONDS = 6.0
 CAP = 30  # max_in_flight: far below what 500 seg/s x 250 ms would open (~90), so it binds
-
-
-def _stats(fake_url: str) -> dict[str, object]:
-    url = f"{fake_url}/_stats?summary=1"
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (http, loopback)
-        data: dict[str, object] = json.load(response)
-    return data
 
 
 async def _offer(urls: list[str], messages: int) -> None:
@@ -83,31 +75,16 @@ url = "{redis_server.url}"
 {twilio_provider_toml(fake_url, **extra)}
 """
         )
-        urls = []
-        for i in range(3):
-            argv = ["python", "-m", "smsgw", "serve", "--config", str(config)]
-            replica, replica_port = start_process(argv, tmp_path / f"replica{i}.port")
-            processes.append(replica)
-            urls.append(f"http://127.0.0.1:{replica_port}")
-            wait_ready(f"{urls[-1]}/readyz")
-        yield fake_url, urls
+        yield fake_url, start_replicas(config, tmp_path, 3, processes, log_level=None)
     finally:
         for process in reversed(processes):
             stop_process(process, timeout=15)
         redis_server.stop()
 
 
-def _run(fake_url: str, urls: list[str], messages: int) -> dict[str, object]:
+def _run(fake_url: str, urls: list[str], messages: int) -> dict[str, Any]:
     asyncio.run(_offer(urls, messages))
-    deadline = time.monotonic() + 60
-    while True:
-        stats = _stats(fake_url)
-        by_status = stats["by_status"]
-        assert isinstance(by_status, dict)
-        if int(by_status.get("201", 0)) >= messages:
-            return stats
-        assert time.monotonic() < deadline, stats
-        time.sleep(0.5)
+    return wait_taken(fake_url, messages, timeout_s=60)
 
 
 @pytest.mark.parametrize("fleet", [None], indirect=True)
