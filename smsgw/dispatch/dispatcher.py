@@ -216,7 +216,7 @@ class Dispatcher:
             place = await lane.take_place()
             try:
                 try:
-                    handle = await lane.ready()
+                    handle = await provider.ready()  # step 2 of the lane (lane.py)
                 except RetryableProviderError as exc:  # nothing was sent
                     provider.log_failure(message.id, exc)
                     await self._on_retryable(message, provider, exc)

@@ -25,7 +25,7 @@ import time
 from smsgw.dispatch.stats import DispatchStats
 from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
 from smsgw.limiter.in_flight import InFlightLimits
-from smsgw.providers.base import Provider, SendHandle
+from smsgw.providers.base import Provider
 from smsgw.settings import RateUnit
 
 __all__ = ["Lane", "Place"]
@@ -127,10 +127,6 @@ class Lane:
                 return slot
             # The loop reached it too late: used now it would bunch with the next slots.
             self._stats.late_slots += 1
-
-    async def ready(self) -> SendHandle:
-        """Step 2 (Provider.ready may raise RetryableProviderError: nothing was sent)."""
-        return await self.provider.ready()
 
     def refused(self, retry_after_s: float) -> None:
         """The provider said too many of our requests were open: pause new ones."""
