@@ -10,7 +10,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from smsgw.app import create_app
 from smsgw.settings import Settings, parse_settings
+from testkit.fake_provider import segments_in_sliding_window
 
 OTP_SECRET = "test-secret-0123456789abcdef"
 
@@ -291,3 +292,9 @@ class ScriptedHttp:
         transport.close()
         # Never written: the connection is gone.
         return web.Response(status=599)
+
+
+def max_units_in_window(grants: Sequence[tuple[float, int]]) -> int:
+    """Most units in any half-open 1 s window [t, t + 1) of (time, units) grants: the fake
+    provider's own segment counter, so tests and the fake judge a window alike."""
+    return segments_in_sliding_window([at for at, _ in grants], [u for _, u in grants])[0]

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgw.limiter.memory import COLD_PACE, MemoryLimiter, _Pacer
+from tests.helpers import max_units_in_window
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -243,19 +244,6 @@ async def test_close_cancels_pending_acquires() -> None:
 
 
 # -- units (a long SMS's segments) ----------------------------------------------------
-
-
-def max_units_in_window(grants: Sequence[tuple[float, int]], window: float = 1.0) -> int:
-    """Most units granted in any half-open window [t, t + window)."""
-    ordered = sorted(grants)
-    best = held = start = 0
-    for at, units in ordered:
-        held += units
-        while ordered[start][0] <= at - window:
-            held -= ordered[start][1]
-            start += 1
-        best = max(best, held)
-    return best
 
 
 def test_units_window_counter_itself() -> None:

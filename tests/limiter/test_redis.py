@@ -28,6 +28,7 @@ from smsgw.limiter.redis import slot_interval
 from smsgw.redis_keys import RedisKeys
 from smsgw.settings import LimiterSettings
 from testkit.services import RedisServer
+from tests.helpers import max_units_in_window
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -48,19 +49,6 @@ def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
         while ordered[start] <= t - window:
             start += 1
         best = max(best, end - start + 1)
-    return best
-
-
-def max_units_in_window(grants: Sequence[tuple[float, int]], window: float = 1.0) -> int:
-    """Most units in any half-open window [t, t + window) of (time, units) grants."""
-    ordered = sorted(grants)
-    best = held = start = 0
-    for at, units in ordered:
-        held += units
-        while ordered[start][0] <= at - window:
-            held -= ordered[start][1]
-            start += 1
-        best = max(best, held)
     return best
 
 
