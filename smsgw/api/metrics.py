@@ -46,7 +46,7 @@ __all__ = [
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
-_LAG_PROBE_S = 0.25
+_LAG_PROBE_S = 0.05
 
 
 class ApiMetrics:
