@@ -5,9 +5,12 @@ Labels are provider names and fixed outcome words only: never a number, a body o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["DispatchMetrics"]
+__all__ = ["DispatchMetrics", "ProviderInstruments"]
 
 # From a fast provider on loopback (ms) to one at its timeout (s).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -29,8 +32,20 @@ _DECISION_BUCKETS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderInstruments:
+    """One provider's labelled children, looked up once: `labels()` takes a lock and
+    builds a key on every call, which per message cost as much as sending it."""
+
+    decision_delay: Any
+    limiter_wait: Any
+    send_seconds: Any
+    sent: Any
+
+
 class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._outcomes: dict[tuple[str, str], Any] = {}
         self.messages = Counter(
             "smsgw_messages",
             "Message outcomes by provider: sent, failed, rejected, expired, retry, throttled",
@@ -62,4 +77,19 @@ class DispatchMetrics:
         )
 
     def outcome(self, provider: str | None, outcome: str) -> None:
-        self.messages.labels(provider or "none", outcome).inc()
+        self._outcome(provider or "none", outcome).inc()
+
+    def for_provider(self, provider: str) -> ProviderInstruments:
+        return ProviderInstruments(
+            decision_delay=self.decision_delay.labels(provider),
+            limiter_wait=self.limiter_wait.labels(provider),
+            send_seconds=self.send_seconds.labels(provider),
+            sent=self._outcome(provider, "sent"),
+        )
+
+    def _outcome(self, provider: str, outcome: str) -> Any:
+        key = (provider, outcome)
+        child = self._outcomes.get(key)
+        if child is None:
+            child = self._outcomes[key] = self.messages.labels(provider, outcome)
+        return child
