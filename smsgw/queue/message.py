@@ -15,9 +15,12 @@ Priority = Literal["high", "normal"]
 
 
 def new_message_id() -> str:
-    # 128 random bits as hex: as unguessable as a UUID4, without building a UUID object
-    # (which costs more than the rest of enqueueing a message).
-    return "msg_" + os.urandom(16).hex()
+    # Milliseconds since the epoch (48 bits), then 80 random bits, as 32 hex digits: laid out
+    # like a UUIDv7, so ids made close in time sort close together and the audit's SQLite
+    # index takes them near its end instead of at random pages (half the CPU per event,
+    # bench/RESULTS.md), and still unguessable. Built by hand: a UUID object costs more than
+    # the rest of enqueueing a message.
+    return f"msg_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 @dataclass(slots=True)
