@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from smsgw.phone import InvalidPhoneNumber, PhoneNumber, parse_phone
+from smsgw.phone import InvalidPhoneNumber, PhoneNumber, _plain_e164, _type_in_region, parse_phone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -82,3 +84,49 @@ def test_numbers_with_an_extension_are_refused(raw: str) -> None:
 
 def test_invalid_phone_number_is_a_value_error() -> None:
     assert issubclass(InvalidPhoneNumber, ValueError)
+
+
+def _example_numbers() -> list[str]:
+    """Every example number the metadata holds (each region and non-geographic code, each
+    type) in E.164, and near misses of each: last digit changed, one digit more, one less."""
+    regions = [*phonenumbers.SUPPORTED_REGIONS]
+    numbers = []
+    for number_type in PhoneNumberType.values():
+        for region in regions:
+            example = phonenumbers.example_number_for_type(region, number_type)
+            if example is not None:
+                numbers.append(phonenumbers.format_number(example, PhoneNumberFormat.E164))
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            numbers.append(phonenumbers.format_number(example, PhoneNumberFormat.E164))
+    near = []
+    for e164 in numbers:
+        near += [e164[:-1] + str((int(e164[-1]) + 1) % 10), e164 + "5", e164[:-1]]
+    return numbers + near
+
+
+def test_the_plain_e164_path_agrees_with_phonenumbers_parse() -> None:
+    numbers = _example_numbers()
+    fast = 0
+    for raw in numbers:
+        try:
+            expected = phonenumbers.parse(raw, None)
+        except phonenumbers.NumberParseException:
+            expected = None
+        plain = _plain_e164(raw)
+        if plain is not None:
+            fast += 1
+            assert plain == expected, raw
+    # The shortcut must actually be taken for most numbers, or it only costs a regex.
+    assert fast > 0.8 * len(numbers)
+
+
+def test_the_type_in_its_region_agrees_with_number_type() -> None:
+    for raw in _example_numbers():
+        try:
+            number = phonenumbers.parse(raw, None)
+        except phonenumbers.NumberParseException:
+            continue
+        region = phonenumbers.region_code_for_number(number)
+        assert _type_in_region(number, region) == phonenumbers.number_type(number), raw
