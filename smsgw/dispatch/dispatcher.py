@@ -77,6 +77,7 @@ class Dispatcher:
         # Instruments live on the app's registry when it exposes /metrics, else a private one.
         self.metrics = DispatchMetrics(registry if registry is not None else CollectorRegistry())
         self.stats = DispatchStats()
+        self._instruments = {p.name: self.metrics.for_provider(p.name) for p in router.providers}
         self.lanes = {
             provider.name: Lane(
                 provider,
@@ -93,6 +94,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
         self._unpicked = 0  # taken in, no lane yet
+        self._log: structlog.typing.FilteringBoundLogger = _log
 
     @property
     def limiter(self) -> ProviderLimiter:
@@ -104,6 +106,10 @@ class Dispatcher:
         return len(self._tasks)
 
     def start(self) -> None:
+        # Bound once, with the logging configured by now: the module's lazy proxy binds
+        # again on every call, which per sent message cost more than the filtered-out
+        # debug line itself.
+        self._log = _log.bind()
         self._intake = asyncio.create_task(self._take_in(), name="smsgw-dispatch-intake")
 
     async def drain(self, timeout_s: float) -> bool:
@@ -259,9 +265,9 @@ class Dispatcher:
         finally:
             if not launched:
                 handle.cancel()
-        metrics = self.metrics
-        metrics.decision_delay.labels(provider.name).observe(written - slot)
-        metrics.limiter_wait.labels(provider.name).observe(slot - waited_from)
+        instruments = self._instruments[provider.name]
+        instruments.decision_delay.observe(written - slot)
+        instruments.limiter_wait.observe(slot - waited_from)
         # Taken over from a replica that died mid-send: it may have gone out already.
         taken_over = self._queue.taken_over(message)
         if taken_over:
@@ -285,7 +291,7 @@ class Dispatcher:
                 # under a binding max_in_flight every ms held here is throughput.
                 lane.open_now -= 1
                 place.release()
-                metrics.send_seconds.labels(provider.name).observe(time.monotonic() - written)
+                instruments.send_seconds.observe(time.monotonic() - written)
         except ConcurrencyLimited:
             raise
         except ThrottledError as exc:
@@ -302,7 +308,7 @@ class Dispatcher:
         await self._queue.mark_sent(message)
         message.attempts += 1
         self.stats.sent += 1
-        metrics.outcome(provider.name, "sent")
+        instruments.sent.inc()
         self._audit.record(
             message.id,
             "sent",
@@ -310,7 +316,7 @@ class Dispatcher:
             attempt=message.attempts,
             provider_message_id=receipt.provider_message_id,
         )
-        _log.debug(
+        self._log.debug(
             "sent",
             message_id=message.id,
             provider=provider.name,

@@ -108,7 +108,16 @@ class Router:
         at the same provider beats giving up on the message. The caller must report() the
         call's verdict: in half-open state the pick is the provider's one probe.
         """
-        candidates = tuple(r for r in self._candidates(country, segments) if _may_call(r))
+        serving = self._candidates(country, segments)
+        if len(serving) == 1:
+            # The common case, without the filtering below: with one provider the in-flight
+            # cap and `avoid` would fall back to it anyway.
+            route = serving[0]
+            if route.breaker is not None and not route.breaker.allow():
+                return None
+            self.in_flight[route.provider.name] += 1
+            return route.provider
+        candidates = tuple(r for r in serving if _may_call(r))
         if self._max_in_flight is not None and len(candidates) > 1:
             cap = self._max_in_flight
             roomy = tuple(r for r in candidates if self.in_flight[r.provider.name] < cap)

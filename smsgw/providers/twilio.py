@@ -8,7 +8,7 @@ import hmac
 import time
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus, urlencode
 
 from smsgw.errors import ConcurrencyLimited, PermanentProviderError, RetryableProviderError
 from smsgw.providers.base import OutgoingSms
@@ -102,10 +102,12 @@ class TwilioProvider(HttpProvider):
             if settings.from_ is not None
             else ("MessagingServiceSid", settings.messaging_service_sid or "")
         )
-        self._fixed_fields = [sender]
+        # Encoded once: urlencode() over every field was a tenth of a send's CPU.
+        self._fixed_form = "&" + urlencode([sender])
 
     def encode(self, sms: OutgoingSms) -> bytes:
-        fields = [("To", sms.to), ("Body", sms.body), *self._fixed_fields]
+        form = f"To={quote_plus(sms.to)}&Body={quote_plus(sms.body)}{self._fixed_form}"
+        fields: list[tuple[str, str]] = []
         if self._callback is not None and self._tagger is not None:
             # When it was sent, inside the signed URL and under the tag: a receipt replayed
             # later is refused as stale.
@@ -116,7 +118,9 @@ class TwilioProvider(HttpProvider):
         if sms.validity_s is not None:
             validity = min(max(sms.validity_s, _VALIDITY_MIN), _VALIDITY_MAX)
             fields.append(("ValidityPeriod", str(validity)))
-        return urlencode(fields).encode()
+        if fields:
+            form += "&" + urlencode(fields)
+        return form.encode()
 
     def decode(self, answer: Answer) -> str:
         status = answer.status
