@@ -19,6 +19,7 @@ from aiohttp import web
 from smsgw.app import create_app, drain
 from smsgw.audit import open_store
 from smsgw.errors import AuditUnavailable, ConfigError
+from smsgw.heap import settle_heap
 from smsgw.log import configure_logging
 from smsgw.processes import is_loopback, write_port_file
 from smsgw.settings import AuditSettings, Settings, config_schema, load_settings
@@ -202,6 +203,7 @@ async def _serve(settings: Settings, port_file: str | None, *, reuse_port: bool 
             reuse_port=reuse_port or None,
         )
         await site.start()
+        settle_heap()
         for address in runner.addresses:
             host, port = address[0], address[1]
             _log.info("listening", url=f"http://{host}:{port}", host=host, port=port)
