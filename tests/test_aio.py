@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from smsgw._aio import cancel_and_wait
+from smsgw._aio import cancel_and_wait, map_in_slices
 
 
 async def test_cancels_and_waits_for_every_task() -> None:
@@ -42,3 +42,31 @@ async def test_the_callers_cancellation_is_not_swallowed() -> None:
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await outer
+
+
+async def test_map_in_slices_maps_everything_and_lets_the_loop_run_between_slices() -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen_ticks: list[int] = []
+
+    def square(n: int) -> int:
+        seen_ticks.append(ticks)
+        return n * n
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        result = await map_in_slices(square, list(range(10)), size=4)
+    finally:
+        task.cancel()
+    assert result == [n * n for n in range(10)]
+    # Within a slice nothing else ran; between slices the other task did.
+    assert len(set(seen_ticks[:4])) == 1
+    assert len(set(seen_ticks[4:8])) == 1
+    assert seen_ticks[0] < seen_ticks[4] < seen_ticks[8]

@@ -37,7 +37,7 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from smsgw._aio import cancel_and_wait
+from smsgw._aio import cancel_and_wait, map_in_slices
 from smsgw.audit.base import RecipientPage, RecipientQuery
 from smsgw.audit.events import AuditEvent, recipient_sort_key
 from smsgw.audit.sqlite import recipient_key_range
@@ -220,10 +220,11 @@ class DynamoDbStore:
     async def write(self, events: Sequence[AuditEvent]) -> None:
         # One BatchWriteItem must not hold the same key twice; a replayed spool may.
         unique = {(e.message_id, e.key): e for e in events}
-        requests = [
-            {"PutRequest": {"Item": encode_item(event, self._retention_s)}}
-            for event in unique.values()
-        ]
+        retention_s = self._retention_s
+        requests = await map_in_slices(
+            lambda event: {"PutRequest": {"Item": encode_item(event, retention_s)}},
+            list(unique.values()),
+        )
         chunks = [requests[i : i + _BATCH_LIMIT] for i in range(0, len(requests), _BATCH_LIMIT)]
         tasks = [asyncio.create_task(self._write_chunk(chunk)) for chunk in chunks]
         try:

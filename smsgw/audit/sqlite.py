@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import msgspec
 
+from smsgw._aio import map_in_slices
 from smsgw.audit.base import RecipientPage, RecipientQuery
 from smsgw.audit.events import AuditEvent, recipient_sort_key
 from smsgw.errors import AuditUnavailable
@@ -96,7 +97,7 @@ class SqliteStore:
         await self._run(self._migrate)
 
     async def write(self, events: Sequence[AuditEvent]) -> None:
-        rows = [self._row(event) for event in events]
+        rows = await map_in_slices(self._row, events)
         await self._run(lambda: self._write(rows))
 
     async def events(self, message_id: str) -> list[AuditEvent]:
