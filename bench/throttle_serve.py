@@ -170,6 +170,7 @@ def main() -> None:
             offered_s = asyncio.run(_offer(urls, args.messages))
             wait_taken(fake_url, args.messages, args.timeout, poll_s=1.0)
             commands = client.info("commandstats")
+            traffic = client.info("stats")
             client.close()
             stats = fetch_stats(fake_url)
         finally:
@@ -198,6 +199,9 @@ def main() -> None:
     print(f"| sustained rate, first to last arrival | {len(times) / duration:.0f}/s "
           f"= {len(times) / duration / args.rate:.1%} of {limit} |")  # fmt: skip
     print(f"| Redis commands per SMS | {total_calls / len(accepted):.4f} |")
+    bytes_in = int(traffic["total_net_input_bytes"]) / len(accepted)
+    bytes_out = int(traffic["total_net_output_bytes"]) / len(accepted)
+    print(f"| Redis bytes per SMS (to Redis / from Redis) | {bytes_in:.0f} / {bytes_out:.0f} |")
     top = sorted(calls.items(), key=lambda item: -item[1])[:6]
     print(f"| busiest Redis commands | {', '.join(f'{n} {c}' for n, c in top)} |")
     print(f"| queue wait p50 / p99 | {statistics.median(waits):.2f} s / "
