@@ -101,6 +101,8 @@ class Result:
     sms_s: float = 0.0
     cpu_us: float = 0.0
     loop_us: float = 0.0
+    connections: int = 0
+    store_us: float = 0.0
     fake_us: float = 0.0
     loadgen_us: float = 0.0
     lag_over_5ms: float = 0.0
@@ -289,9 +291,7 @@ def audit_complete_dynamodb(url: str, table: str, messages: int) -> str:
         aws_secret_access_key="bench",
     )
     kinds: Counter[str] = Counter()
-    for page in client.get_paginator("scan").paginate(
-        TableName=table, ProjectionExpression="kind"
-    ):
+    for page in client.get_paginator("scan").paginate(TableName=table, ProjectionExpression="kind"):
         kinds.update(item["kind"]["S"] for item in page["Items"])
     return _completeness(kinds, messages)
 
@@ -315,6 +315,7 @@ def run_gateway(
     dynamo: str,
     run: int,
     profile_to: Path | None = None,
+    dynamo_pid: int | None = None,
 ) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         directory = Path(tmp)
@@ -349,6 +350,7 @@ def run_gateway(
             metrics0 = scrape(base)
             cpu0 = process_cpu_s(gateway.pid)
             loop0, _ = thread_cpu_s(gateway.pid)
+            store0 = process_cpu_s(dynamo_pid) if dynamo_pid else 0.0
             load0 = time.process_time()
             started = time.monotonic()
             asyncio.run(offer(base, bodies))
@@ -369,6 +371,7 @@ def run_gateway(
             seconds = time.monotonic() - started
             cpu = process_cpu_s(gateway.pid) - cpu0
             loop = thread_cpu_s(gateway.pid)[0] - loop0
+            store = (process_cpu_s(dynamo_pid) - store0) if dynamo_pid else 0.0
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
@@ -387,6 +390,8 @@ def run_gateway(
             sms_s=messages / seconds,
             cpu_us=cpu / messages * 1e6,
             loop_us=loop / messages * 1e6,
+            connections=fake1["connections"] - fake0["connections"],
+            store_us=store / messages * 1e6,
             fake_us=(fake1["cpu_s"] - fake0["cpu_s"]) / fake_requests * 1e6,
             loadgen_us=loadgen / messages * 1e6,
             lag_over_5ms=over,
@@ -584,6 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway (sqlite, tcp)")
     parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw stacks in this file")
+    parser.add_argument("--profile-audit", default="sqlite", choices=("sqlite", "dynamodb"))
     args = parser.parse_args(argv)
     schemes = [s for s in args.schemes.split(",") if s]
     audits = [a for a in args.audits.split(",") if a]
@@ -619,6 +625,9 @@ def main(argv: list[str] | None = None) -> None:
                                 args.messages,
                                 dynamo=dynalite.url if dynalite else "",
                                 run=run,
+                                dynamo_pid=dynalite.pid
+                                if dynalite and audit == "dynamodb"
+                                else None,
                             )
                             run += 1
                             runs.setdefault((scheme, "smsgw", audit), []).append(result)
@@ -639,9 +648,9 @@ def main(argv: list[str] | None = None) -> None:
                             schemes[0],
                             urls[schemes[0]][0],
                             ca_file if schemes[0] == "tls" else None,
-                            "sqlite",
+                            args.profile_audit,
                             args.messages,
-                            dynamo="",
+                            dynamo=dynalite.url if dynalite else "",
                             run=run,
                             profile_to=raw_profile,
                         )
@@ -661,12 +670,18 @@ def main(argv: list[str] | None = None) -> None:
     if paced:
         print_paced(paced)
     if profile:
-        print("\npy-spy, the gateway (sqlite audit, first scheme), not in the numbers above:\n")
+        print(
+            f"\npy-spy, the gateway ({args.profile_audit} audit, {schemes[0]}), "
+            "not in the numbers above:\n"
+        )
         print("\n".join(profile))
 
 
 def _progress(round_: int, r: Result) -> None:
-    what = r.error or f"{r.sms_s:,.0f} SMS/s, {r.cpu_us:.1f} µs/SMS {r.complete}"
+    what = r.error or (
+        f"{r.sms_s:,.0f} SMS/s, {r.cpu_us:.1f} µs/SMS, {r.connections} connections opened, "
+        f"store {r.store_us:.1f} µs/SMS, {r.complete}"
+    )
     print(f"round {round_ + 1} {r.scheme} {r.name} {r.audit}: {what}", file=sys.stderr, flush=True)
 
 

@@ -114,6 +114,11 @@ class DynaliteServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self, timeout_s: float = 15.0) -> None:
         argv = [str(self._binary), "--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--path", str(self._directory / "data")]

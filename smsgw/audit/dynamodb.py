@@ -1,4 +1,5 @@
-"""The DynamoDB audit store: one table, one sparse index, written through aiobotocore.
+"""The DynamoDB audit store: one table, one sparse index, written through aiobotocore
+(BatchWriteItem, the hot call, through dynamodb_batch.py).
 
 Table (billing PAY_PER_REQUEST, created by `migrate`):
 
@@ -35,10 +36,12 @@ import aiohttp
 import structlog
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from smsgw._aio import cancel_and_wait, map_in_slices
 from smsgw.audit.base import RecipientPage, RecipientQuery
+from smsgw.audit.dynamodb_batch import BatchWriter, RetryableBatchError, endpoint_for
 from smsgw.audit.events import AuditEvent, recipient_sort_key
 from smsgw.audit.sqlite import recipient_key_range
 from smsgw.errors import AuditUnavailable, ConfigError
@@ -158,9 +161,14 @@ class DynamoDbStore:
 
     # aiobotocore ships no type hints: the client is Any.
     def __init__(
-        self, client: Any, settings: AuditSettings, stack: contextlib.AsyncExitStack
+        self,
+        client: Any,
+        settings: AuditSettings,
+        stack: contextlib.AsyncExitStack,
+        batches: BatchWriter,
     ) -> None:
         self._client = client
+        self._batches = batches
         self._stack = stack
         self._table = settings.table
         self._retention_s = settings.retention_days * 86400
@@ -188,15 +196,30 @@ class DynamoDbStore:
             # Otherwise nothing is passed and the standard AWS credential chain applies.
             options["aws_access_key_id"] = settings.access_key_id
             options["aws_secret_access_key"] = settings.secret_access_key
+        session = get_session()
         stack = contextlib.AsyncExitStack()
         try:
-            client = await stack.enter_async_context(
-                get_session().create_client("dynamodb", **options)
+            client = await stack.enter_async_context(session.create_client("dynamodb", **options))
+            if settings.access_key_id is not None:
+                credentials = Credentials(settings.access_key_id, settings.secret_access_key)
+            else:
+                credentials = await session.get_credentials()
+            if credentials is None:
+                raise AuditUnavailable("DynamoDB: no AWS credentials found (standard chain)")
+            batches = BatchWriter(
+                endpoint_for(settings.region, settings.endpoint_url),
+                settings.region,
+                credentials,
+                _RETRYABLE_CODES,
+                max_connections=settings.max_in_flight,
+                connect_timeout_s=2,
+                timeout_s=5,
             )
+            stack.push_async_callback(batches.close)
         except BaseException:
             await stack.aclose()
             raise
-        return cls(client, settings, stack)
+        return cls(client, settings, stack, batches)
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -311,21 +334,15 @@ class DynamoDbStore:
         pending = requests
         backoff = Backoff(_BACKOFF_BASE_S, _BACKOFF_MAX_S, jitter="full")
         while True:
-            throttled: Any = None
-            with _unavailable("BatchWriteItem"):
-                try:
-                    async with self._in_flight:
-                        response = await self._client.batch_write_item(
-                            RequestItems={self._table: pending}
-                        )
-                except ClientError as exc:
-                    if _error_code(exc) not in _RETRYABLE_CODES:
-                        raise
-                    throttled = exc
-                else:
-                    pending = response.get("UnprocessedItems", {}).get(self._table, [])
-                    if not pending:
-                        return
+            throttled: RetryableBatchError | None = None
+            try:
+                async with self._in_flight:
+                    pending = await self._batches.write(self._table, pending)
+            except RetryableBatchError as exc:
+                throttled = exc
+            else:
+                if not pending:
+                    return
             delay = backoff.next()
             if loop.time() + delay > deadline:
                 what = "throttled" if throttled is not None else "items left unprocessed"

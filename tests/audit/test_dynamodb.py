@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import orjson
 import pytest
 import structlog.testing
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 import smsgw.audit.dynamodb as dynamodb_module
 from smsgw.audit.base import RecipientQuery
 from smsgw.audit.dynamodb import DynamoDbStore, decode_item, encode_item
+from smsgw.audit.dynamodb_batch import BatchWriter, RetryableBatchError
 from smsgw.audit.events import AuditEvent
 from smsgw.errors import AuditUnavailable, ConfigError
 from smsgw.settings import AuditSettings
@@ -408,81 +413,143 @@ async def test_write_to_a_closed_port_is_unavailable(dynamodb_settings: AuditSet
         await store.close()
 
 
-class FlakyClient:
-    """Answers BatchWriteItem from a script: unprocessed items, throttling, then success."""
+class ScriptedDynamo:
+    """A DynamoDB endpoint over real HTTP answering BatchWriteItem from a script: "half"
+    (half the items left unprocessed), "throttle" (400 with the throttling error type), "bad"
+    (400 ValidationException), then success; each call can take `delay_s`."""
 
-    def __init__(self, table: str, script: list[str]) -> None:
+    def __init__(self, table: str, script: list[str], delay_s: float = 0.0) -> None:
         self.table = table
         self.script = script
+        self.delay_s = delay_s
         self.calls: list[int] = []
         self.stored: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []
+        self.in_flight = self.most_in_flight = 0
 
-    async def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-        requests = RequestItems[self.table]
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert request.headers["X-Amz-Target"] == "DynamoDB_20120810.BatchWriteItem"
+        authorization = request.headers["Authorization"]
+        self.authorizations.append(authorization)
+        body = await request.read()
+        if authorization.rsplit("Signature=", 1)[-1] != _expected_signature(request, body):
+            error = {"__type": "com.amazon.coral.service#InvalidSignatureException"}
+            return web.json_response(error, status=400)
+        requests = orjson.loads(body)["RequestItems"][self.table]
         self.calls.append(len(requests))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         step = self.script.pop(0) if self.script else "ok"
-        if step == "throttle":
-            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}
-            raise ClientError(error, "BatchWriteItem")
-        if step == "half":
-            keep = len(requests) // 2
-            self.stored += requests[:keep]
-            return {"UnprocessedItems": {self.table: requests[keep:]}}
-        self.stored += requests
-        return {"UnprocessedItems": {}}
+        if step in ("throttle", "bad"):
+            kind = (
+                "ProvisionedThroughputExceededException"
+                if step == "throttle"
+                else ("ValidationException")
+            )
+            error = {"__type": f"com.amazonaws.dynamodb.v20120810#{kind}", "message": step}
+            return web.json_response(error, status=400, content_type="application/x-amz-json-1.0")
+        keep = len(requests) // 2 if step == "half" else len(requests)
+        self.stored += requests[:keep]
+        unprocessed = {self.table: requests[keep:]} if keep < len(requests) else {}
+        return web.json_response(
+            {"UnprocessedItems": unprocessed}, content_type="application/x-amz-json-1.0"
+        )
 
 
-def fake_store(client: Any, settings: AuditSettings) -> DynamoDbStore:
-    return DynamoDbStore(client, settings, contextlib.AsyncExitStack())
+def _expected_signature(request: web.Request, body: bytes) -> str:
+    """The SigV4 signature AWS would expect of this request, recomputed from what arrived
+    (the Host header included), with the test's secret."""
+    signed = request.headers["Authorization"].split("SignedHeaders=", 1)[1].split(",", 1)[0]
+    headers = {name: request.headers[name] for name in signed.split(";")}
+    again = AWSRequest(method="POST", url=str(request.url), data=body, headers=headers)
+    again.context["timestamp"] = request.headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials("AKIDTEST", "secret-test"), "dynamodb", "us-east-1")
+    canonical = signer.canonical_request(again)
+    signature: str = signer.signature(signer.string_to_sign(again, canonical), again)
+    return signature
 
 
-async def test_unprocessed_items_and_throttling_are_retried() -> None:
+@contextlib.asynccontextmanager
+async def scripted_store(
+    aiohttp_server: Any, fake: ScriptedDynamo, settings: AuditSettings
+) -> AsyncIterator[DynamoDbStore]:
+    server = await aiohttp_server(fake.make_app())
+    batches = BatchWriter(
+        str(server.make_url("")),
+        "us-east-1",
+        Credentials("AKIDTEST", "secret-test"),
+        dynamodb_module._RETRYABLE_CODES,
+        max_connections=settings.max_in_flight,
+        connect_timeout_s=2,
+        timeout_s=5,
+    )
+    stack = contextlib.AsyncExitStack()
+    stack.push_async_callback(batches.close)
+    store = DynamoDbStore(None, settings, stack, batches)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_unprocessed_items_and_throttling_are_retried(aiohttp_server: Any) -> None:
     settings = AuditSettings(backend="dynamodb", table="audit")
-    client = FlakyClient("audit", ["half", "throttle", "half"])
+    fake = ScriptedDynamo("audit", ["half", "throttle", "half"])
     events = life_of("m1", T0)
-    await fake_store(client, settings).write(events)
-    assert client.calls == [4, 2, 2, 1]
-    assert sorted(item["PutRequest"]["Item"]["sk"]["S"] for item in client.stored) == [
+    async with scripted_store(aiohttp_server, fake, settings) as store:
+        await store.write(events)
+    assert fake.calls == [4, 2, 2, 1]
+    assert sorted(item["PutRequest"]["Item"]["sk"]["S"] for item in fake.stored) == [
         e.key for e in events
     ]
+    # Signed (SigV4) with the configured key for DynamoDB in the region.
+    assert all(
+        a.startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/") and "/us-east-1/dynamodb/" in a
+        for a in fake.authorizations
+    )
 
 
 async def test_endless_throttling_is_unavailable_within_the_budget(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, aiohttp_server: Any
 ) -> None:
     monkeypatch.setattr(dynamodb_module, "_RETRY_BUDGET_S", 0.3)
     settings = AuditSettings(backend="dynamodb", table="audit")
-    client = FlakyClient("audit", ["throttle"] * 1000)
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(AuditUnavailable, match="throttled") as info:
-        await fake_store(client, settings).write(life_of("m1", T0))
+    fake = ScriptedDynamo("audit", ["throttle"] * 1000)
+    async with scripted_store(aiohttp_server, fake, settings) as store:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(AuditUnavailable, match="throttled") as info:
+            await store.write(life_of("m1", T0))
     assert asyncio.get_running_loop().time() - started < 1.0
-    assert isinstance(info.value.__cause__, ClientError)
-    assert len(client.calls) > 1
+    assert isinstance(info.value.__cause__, RetryableBatchError)
+    assert len(fake.calls) > 1
 
 
-class SlowClient:
-    """Counts BatchWriteItem calls in flight at once."""
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.in_flight = self.most_in_flight = 0
-        self.sizes: list[int] = []
-
-    async def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-        self.sizes.append(len(RequestItems[self.table]))
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        await asyncio.sleep(0.01)
-        self.in_flight -= 1
-        return {}
+async def test_an_error_that_is_not_throttling_is_unavailable_at_once(
+    aiohttp_server: Any,
+) -> None:
+    settings = AuditSettings(backend="dynamodb", table="audit")
+    fake = ScriptedDynamo("audit", ["bad"])
+    async with scripted_store(aiohttp_server, fake, settings) as store:
+        with pytest.raises(AuditUnavailable, match="ValidationException"):
+            await store.write(life_of("m1", T0))
+    assert len(fake.calls) == 1
 
 
-async def test_batches_of_25_and_at_most_max_in_flight_at_once() -> None:
+async def test_batches_of_25_and_at_most_max_in_flight_at_once(aiohttp_server: Any) -> None:
     settings = AuditSettings(backend="dynamodb", table="audit", max_in_flight=3)
-    client = SlowClient("audit")
+    fake = ScriptedDynamo("audit", [], delay_s=0.01)
     events = [e for i in range(60) for e in life_of(f"m{i}", T0 + i)]  # 240 events
-    await fake_store(client, settings).write(events)
-    assert sum(client.sizes) == 240
-    assert max(client.sizes) == 25
-    assert client.most_in_flight == 3
+    async with scripted_store(aiohttp_server, fake, settings) as store:
+        await store.write(events)
+    assert sum(fake.calls) == 240
+    assert max(fake.calls) == 25
+    assert fake.most_in_flight == 3
