@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -51,6 +51,10 @@ _LAG_PROBE_S = 0.05
 
 class ApiMetrics:
     def __init__(self) -> None:
+        # Labelled children by their labels, looked up once each: labels() takes a lock and
+        # builds a key per call, twice per request.
+        self._request_counts: dict[tuple[str, str, int], Any] = {}
+        self._request_seconds: dict[tuple[str, str], Any] = {}
         registry = self.registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         self.http_requests = Counter(
@@ -122,6 +126,18 @@ class ApiMetrics:
         self.draining = Gauge(
             "smsgw_draining", "1 while this replica is stopping", registry=registry
         )
+
+    def request_done(self, route: str, method: str, status: int, started: float) -> None:
+        """Count one answered request (`started`: its time.monotonic() on arrival)."""
+        counted = self._request_counts.get((route, method, status))
+        if counted is None:
+            counted = self.http_requests.labels(route, method, str(status))
+            self._request_counts[(route, method, status)] = counted
+        counted.inc()
+        timed = self._request_seconds.get((route, method))
+        if timed is None:
+            timed = self._request_seconds[(route, method)] = self.http_seconds.labels(route, method)
+        timed.observe(time.monotonic() - started)
 
 
 METRICS = web.AppKey("metrics", ApiMetrics)
@@ -271,9 +287,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        instruments = request.app[METRICS]
-        instruments.http_requests.labels(route, request.method, str(status)).inc()
-        instruments.http_seconds.labels(route, request.method).observe(time.monotonic() - started)
+        request.app[METRICS].request_done(route, request.method, status, started)
 
 
 async def watch_event_loop(instruments: ApiMetrics) -> None:

@@ -279,6 +279,10 @@ class RedisFailedChecks:
         return 0  # the sorted set expires with its last failure
 
 
+# Scopes whose keys are kept formatted: the busy prefixes of a bucket, not every one seen.
+_SCOPES_KEPT = 10_000
+
+
 class AbuseGuard:
     def __init__(
         self,
@@ -296,6 +300,10 @@ class AbuseGuard:
         self._allowed = tuple(settings.allowed_prefixes)
         # (scope, country) -> starts refused as suspected pumping; for metrics and alerts.
         self.pumping_refusals: Counter[tuple[str, str]] = Counter()
+        # The counter keys of the scopes seen in the current bucket: four formatted keys per
+        # scope and start were a third of admitting one. Emptied when the bucket moves on.
+        self._scopes: dict[tuple[str, str, int], PumpingScope] = {}
+        self._scopes_bucket = (-1, -1)
 
     async def admit_start(self, phone: PhoneNumber, verified_tag: str | None = None) -> StartTicket:
         """Count one OTP start to `phone` that is about to send, or raise
@@ -367,6 +375,17 @@ class AbuseGuard:
     def _scope(self, scope: str, name: str, floor: int, now: float) -> PumpingScope:
         bucket = int(now // self.settings.pumping_window_s)
         day = int(now // _DAY_S)
+        if self._scopes_bucket != (bucket, day) or len(self._scopes) >= _SCOPES_KEPT:
+            self._scopes = {}
+            self._scopes_bucket = (bucket, day)
+        cached = self._scopes.get((scope, name, floor))
+        if cached is None:
+            cached = self._scopes[(scope, name, floor)] = self._new_scope(
+                scope, name, floor, bucket, day
+            )
+        return cached
+
+    def _new_scope(self, scope: str, name: str, floor: int, bucket: int, day: int) -> PumpingScope:
         key = self._keys.abuse_counter
         return PumpingScope(
             current=key(scope, name, f"w{bucket}"),
