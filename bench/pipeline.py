@@ -53,33 +53,22 @@ import orjson
 
 from bench import transports
 from testkit.fake_provider import twilio_provider_toml
-from testkit.processes import REPO_ROOT, start_process, stop_process, wait_ready
+from testkit.processes import (
+    REPO_ROOT,
+    process_cpu_s,
+    start_process,
+    stop_process,
+    thread_cpu_s,
+    wait_ready,
+)
 from testkit.services import DynaliteServer
 
 BATCH: Final = 1000
 BATCHES_IN_FLIGHT: Final = 4
 SENDER_CONCURRENCY: Final = 64
 EVENTS_PER_MESSAGE: Final = ("accepted", "queued", "sending", "sent")
-_TICKS: Final = os.sysconf("SC_CLK_TCK")
 # Installed beside this interpreter (pip install py-spy), or on PATH.
 PY_SPY: Final = str(Path(sys.executable).with_name("py-spy"))
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` (every thread), from /proc/PID/stat."""
-    return process_cpu_s_of(Path(f"/proc/{pid}/stat"))
-
-
-def thread_cpu_s(pid: int) -> tuple[float, float]:
-    """(the main thread's, every other thread's) CPU seconds of process `pid`: the event
-    loop runs on the main thread; the SQLite store, DNS and `to_thread` calls on others."""
-    main = process_cpu_s_of(Path(f"/proc/{pid}/task/{pid}/stat"))
-    return main, process_cpu_s(pid) - main
-
-
-def process_cpu_s_of(stat: Path) -> float:
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def fake_stats(url: str, ca_file: str | None) -> dict[str, Any]:

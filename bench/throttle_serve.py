@@ -35,7 +35,7 @@ from testkit.fake_provider import (
     twilio_provider_toml,
     wait_taken,
 )
-from testkit.processes import start_process, start_replicas, stop_process, wait_ready
+from testkit.processes import process_cpu_s, start_process, start_replicas, stop_process, wait_ready
 from testkit.services import RedisServer
 
 BATCH = 1000
@@ -139,6 +139,11 @@ def _chart(times: list[float], rate: float, replicas: int, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def _redis_cpu_s(client: redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=60_000)
@@ -167,8 +172,13 @@ def main() -> None:
             urls = start_replicas(config, directory, args.replicas, processes)
             client = redis.Redis.from_url(redis_server.url)
             client.config_resetstat()
+            replicas = processes[-args.replicas :]
+            cpu0 = sum(process_cpu_s(p.pid) for p in replicas)
+            redis_cpu0 = _redis_cpu_s(client)
             offered_s = asyncio.run(_offer(urls, args.messages))
             wait_taken(fake_url, args.messages, args.timeout, poll_s=1.0)
+            replicas_cpu = sum(process_cpu_s(p.pid) for p in replicas) - cpu0
+            redis_cpu = _redis_cpu_s(client) - redis_cpu0
             commands = client.info("commandstats")
             traffic = client.info("stats")
             client.close()
@@ -202,6 +212,9 @@ def main() -> None:
     bytes_in = int(traffic["total_net_input_bytes"]) / len(accepted)
     bytes_out = int(traffic["total_net_output_bytes"]) / len(accepted)
     print(f"| Redis bytes per SMS (to Redis / from Redis) | {bytes_in:.0f} / {bytes_out:.0f} |")
+    print(f"| replicas' CPU per SMS (all replicas, user + system) | "
+          f"{replicas_cpu / len(accepted) * 1e6:.1f} µs |")  # fmt: skip
+    print(f"| Redis server CPU per SMS | {redis_cpu / len(accepted) * 1e6:.1f} µs |")
     top = sorted(calls.items(), key=lambda item: -item[1])[:6]
     print(f"| busiest Redis commands | {', '.join(f'{n} {c}' for n, c in top)} |")
     print(f"| queue wait p50 / p99 | {statistics.median(waits):.2f} s / "

@@ -19,7 +19,15 @@ from typing import Final
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO_ROOT", "start_process", "start_replicas", "stop_process", "wait_ready"]
+__all__ = [
+    "REPO_ROOT",
+    "process_cpu_s",
+    "start_process",
+    "start_replicas",
+    "stop_process",
+    "thread_cpu_s",
+    "wait_ready",
+]
 
 
 def wait_ready(url: str, timeout: float = 10.0) -> None:
@@ -129,3 +137,24 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (every thread), from /proc/PID/stat."""
+    return process_cpu_s_of(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_s(pid: int) -> tuple[float, float]:
+    """(the main thread's, every other thread's) CPU seconds of process `pid`: the event
+    loop runs on the main thread; the SQLite store, DNS and `to_thread` calls on others."""
+    main = process_cpu_s_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return main, process_cpu_s(pid) - main
+
+
+def process_cpu_s_of(stat: Path) -> float:
+    """User + system CPU seconds in a /proc stat file (a process's or one thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS

@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
     # Shared helpers, written once.
     {
         "_aio",
+        "heap",  # the garbage collector tuned once the server has started
         "counters",
         "log",
         "phone",
