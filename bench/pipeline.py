@@ -371,6 +371,13 @@ def run_gateway(
         else:
             complete = audit_complete_dynamodb(dynamo, table, messages)
         over, top = lag_summary(metrics0, metrics1)
+        # Events that took the slow way: copied to disk while a write was slow (guarded), or
+        # written to the spool and replayed (spooled).
+        detours = {
+            result: int(metrics.get(f'smsgw_audit_events_total{{result="{result}"}}', 0))
+            for result in ("guarded", "spooled")
+        }
+        complete += "; " + ", ".join(f"{n} {result}" for result, n in detours.items())
         fake_requests = max(fake1["requests"] - fake0["requests"], 1)
         return Result(
             "smsgw",

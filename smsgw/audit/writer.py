@@ -6,7 +6,8 @@
 - An event stays the writer's until the store confirms it: a write that fails or outlasts
   WRITE_TIMEOUT_S puts its events in the spool, never drops them. While the store keeps up
   (it confirms each write within a flush interval) one write runs at a time and nothing
-  touches the disk. A write still unconfirmed after one flush interval gets a copy of its
+  touches the disk (two while a backlog of a whole chunk waits). A write still unconfirmed
+  after one flush interval gets a copy of its
   events in the spool while it waits (deleted once the store confirms it), and the next
   batch may then start its own write, up to MAX_WRITES at once.
 - A crash (SIGKILL, OOM) therefore loses only events that are in memory alone: the buffer
@@ -58,6 +59,10 @@ WRITE_TIMEOUT_S = 10.0
 # Slow writes (each already copied to the spool) in flight at once; beyond, batches are
 # spooled: a store that slow cannot take more in parallel.
 MAX_WRITES = 4
+# Writes neither confirmed nor copied to disk at once: 2 only while a whole STORE_CHUNK
+# waits behind them (a backlog), else 1. Both are younger than a flush interval, so a crash
+# still loses at most the events of the last two intervals.
+PIPELINED_WRITES = 2
 # Events per store call, from the buffer or the spool: a backlog is written in calls this size
 # (200 BatchWriteItem requests), each short enough to finish well within WRITE_TIMEOUT_S,
 # instead of one call that would time out and send everything to the spool.
@@ -258,14 +263,24 @@ class AuditWriter:
                     await asyncio.wait_for(self._full.wait(), due - loop.time())
             # One write at a time while the store keeps up; the next starts once the last
             # is confirmed or, if it is slow, copied to disk (at most one flush interval).
-            for write in list(self._writes.values()):
-                await write.safe.wait()
+            # With a whole chunk already waiting, two: the store writes one while the loop
+            # encodes the next (strictly one at a time, a busy SQLite store fell behind
+            # 56,000 events/s and the buffer overflowed into the spool).
+            await self._wait_for_room()
             if self._closing:
                 break  # close() takes the buffer
             due = loop.time() + interval
             batch = self._buffer[:STORE_CHUNK]
             del self._buffer[:STORE_CHUNK]
             await self._send(batch)
+
+    async def _wait_for_room(self) -> None:
+        while True:
+            young = [w for w in self._writes.values() if not w.safe.is_set()]
+            allowed = PIPELINED_WRITES if len(self._buffer) >= STORE_CHUNK else 1
+            if len(young) < allowed:
+                return
+            await young[0].safe.wait()
 
     async def _send(self, batch: list[AuditEvent]) -> None:
         """Start a store write for `batch`, or spool it if the store is behind."""
