@@ -16,6 +16,7 @@ backlog of ~2 s ahead of the rate, topped up every 0.25 s), for `--seconds`.
     b  1 replica, embedded defaults (memory queue and limiter), rate 1000, 300 ± 100 ms
     c  as a, with max_in_flight = 150: the ceiling is 150 / 0.25 s = 600 msg/s = 840 seg/s
     d  3 replicas, Redis, rate 2000, no latency
+    e  as a, latency 50 ± 15 ms          f  as a, latency 500 ± 150 ms
 
 Reported per scenario: segments and messages at the fake, the most segments in any sliding
 second and the arrivals that closed a sliding second over the rate, sustained segments/s
@@ -85,6 +86,10 @@ SCENARIOS = {
     "b": Scenario("b", 1, 1000, 300, 100, redis=False),
     "c": Scenario("c", 3, 1000, 250, 80, max_in_flight=150),
     "d": Scenario("d", 3, 2000, 0, 0),
+    # The same defaults at a fast and at a slow provider (issue 14: "the defaults reach the
+    # rate at 50 ms and at 500 ms latency alike").
+    "e": Scenario("e", 3, 1000, 50, 15),
+    "f": Scenario("f", 3, 1000, 500, 150),
 }
 
 

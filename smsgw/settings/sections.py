@@ -123,7 +123,12 @@ class LimiterSettings(Section, frozen=True, kw_only=True):
     # Send slots leased from Redis per call, and how far ahead they may reach: the two
     # together keep Redis calls far below one per SMS.
     lease_size: PositiveInt = 50
-    lookahead_s: Fraction = 0.05
+    # How far ahead a lease may reach. A send that holds one of the provider's open-request
+    # places (max_in_flight) waits for its slot up to this long, so the place is held that
+    # much longer than the request: at 0.05 a cap of 150 at 250 ms reached 94% of its
+    # ceiling, at 0.02 96-97% (bench/send_path.py, scenario c), for ~2.5x the lease calls
+    # at low rates (at high ones lease_size binds first).
+    lookahead_s: Fraction = 0.02
     # Fraction of each provider's rate actually used. The provider counts arrivals: with a
     # spread J of delays between our slots and its clock (s per s), it sees up to
     # pace x rate x (1 + J), so the rest must cover J; 0.985 covers 15 ms a second
