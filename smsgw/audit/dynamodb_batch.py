@@ -80,7 +80,7 @@ class BatchWriter:
             response = await connection.send(template.build(body))
         except transport.TransportError as exc:
             raise AuditUnavailable(f"DynamoDB BatchWriteItem: {exc!r}") from exc
-        answer = _json(response.body)
+        answer = transport.json_object(response.body)
         if response.status == 200:
             unprocessed = answer.get("UnprocessedItems") or {}
             left: list[dict[str, Any]] = unprocessed.get(table, [])
@@ -108,11 +108,3 @@ class BatchWriter:
         SigV4Auth(frozen, "dynamodb", self._region).add_auth(request)
         # Host is the transport's own (the same host[:port] the signature covers).
         return {k: v for k, v in request.headers.items() if k.lower() != "host"}
-
-
-def _json(payload: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

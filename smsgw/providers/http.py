@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import orjson
-
 from smsgw.errors import ConfigError, ProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers.base import OutgoingSms, Provider, SendHandle, SendReceipt
 from smsgw.settings import ProviderSettings
@@ -52,6 +50,7 @@ from smsgw.transport import (
     ResponseFailed,
     ResponseTimeout,
     ResponseTooLarge,
+    json_object,
 )
 
 __all__ = ["Answer", "HttpProvider", "json_object", "parse_retry_after"]
@@ -318,15 +317,6 @@ class _PendingSend:
     def __await__(self) -> Generator[Any, None, SendReceipt]:
         receive = self._provider._receive(self._waiter, self._written_at, self._message_id)
         return receive.__await__()
-
-
-def json_object(payload: bytes) -> dict[str, Any]:
-    """The JSON object in `payload`, or {} for anything else (HTML error pages, garbage)."""
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def parse_retry_after(value: str | None) -> float:

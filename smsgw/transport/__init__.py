@@ -13,6 +13,7 @@ A leaf package: it imports nothing of smsgw but the error base class.
     response = await pending                # ResponseFailed (ambiguous) if no whole answer
 """
 
+from smsgw.transport.bodies import json_object
 from smsgw.transport.connection import Connection, Response
 from smsgw.transport.errors import (
     BadResponse,
@@ -47,4 +48,5 @@ __all__ = [
     "ResponseTimeout",
     "ResponseTooLarge",
     "TransportError",
+    "json_object",
 ]
