@@ -123,4 +123,13 @@ class Scripts:
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
         names = ("put", "fetch", "settle", "renew", "claim", "release")
-        return cls(**{name: load_script(redis, "smsgw.queue", f"lua/{name}.lua") for name in names})
+        # claim and fetch hand entries back the same way (_entries.lua).
+        helpers = {"claim": ["lua/_entries.lua"], "fetch": ["lua/_entries.lua"]}
+        return cls(
+            **{
+                name: load_script(
+                    redis, "smsgw.queue", f"lua/{name}.lua", helpers=helpers.get(name, ())
+                )
+                for name in names
+            }
+        )

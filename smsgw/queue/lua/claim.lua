@@ -19,15 +19,7 @@ for k = 1, 2 do
         -- NOGROUP: nothing was ever read from this stream, so nothing can be claimed.
         if not reply.err then
             out[k] = reply[1]
-            for _, entry in ipairs(reply[2]) do
-                -- Entries deleted meanwhile come back without fields (Redis < 7).
-                if entry[2] then
-                    out[#out + 1] = k
-                    out[#out + 1] = entry[1]
-                    out[#out + 1] = entry[2][2]
-                    left = left - 1
-                end
-            end
+            left = left - append_entries(out, k, reply[2])
         end
     end
 

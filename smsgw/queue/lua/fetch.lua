@@ -43,12 +43,7 @@ for k = 1, 2 do
     end
     local reply = read(KEYS[k], left)
     if reply then
-        for _, entry in ipairs(reply[1][2]) do
-            out[#out + 1] = k
-            out[#out + 1] = entry[1]
-            out[#out + 1] = entry[2][2]
-            left = left - 1
-        end
+        left = left - append_entries(out, k, reply[1][2])
     end
 end
 
