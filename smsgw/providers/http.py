@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from smsgw.errors import ConfigError, ProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers.base import OutgoingSms, Provider, SendHandle, SendReceipt
+from smsgw.providers.receipt_tags import ReceiptTagger
 from smsgw.settings import ProviderSettings
 from smsgw.transport import (
     BadResponse,
@@ -123,8 +124,17 @@ class HttpProvider(Provider):
         base_url: str,
         path: str,
         headers: Mapping[str, str],
+        callback: str | None = None,
+        tagger: ReceiptTagger | None = None,
     ) -> None:
+        """`callback`: our receipt webhook for this provider's delivery receipts, if any;
+        with it, a `tagger` whose tag each send carries, proving to our webhook that we
+        sent the message through this provider."""
+        if callback is not None and tagger is None:
+            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
         super().__init__(settings.name)
+        self._callback = callback
+        self._tagger = tagger
         self.url = base_url.rstrip("/") + path
         self.headers = dict(headers)
         parts = urlsplit(base_url)

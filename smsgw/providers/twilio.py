@@ -81,8 +81,6 @@ class TwilioProvider(HttpProvider):
         """`callback`: our receipt webhook; each send asks Twilio to report there, with the
         message's id in the query so a receipt finds its message whenever it arrives, and
         the `tagger`'s tag proving we sent it through this provider."""
-        if callback is not None and tagger is None:
-            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
         credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
         super().__init__(
             settings,
@@ -93,10 +91,10 @@ class TwilioProvider(HttpProvider):
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Accept": "application/json",
             },
+            callback=callback,
+            tagger=tagger,
         )
         self._auth_token = settings.auth_token
-        self._callback = callback
-        self._tagger = tagger
         sender = (
             ("From", settings.from_)
             if settings.from_ is not None

@@ -140,8 +140,6 @@ class VonageProvider(HttpProvider):
         provider; our webhook refuses receipts without it."""
         if callback is not None and len(callback) > _CALLBACK_MAX_CHARS:
             raise ValueError(f"Vonage callback URLs are limited to {_CALLBACK_MAX_CHARS} chars")
-        if callback is not None and tagger is None:
-            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
         super().__init__(
             settings,
             base_url=settings.base_url,
@@ -150,9 +148,9 @@ class VonageProvider(HttpProvider):
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Accept": "application/json",
             },
+            callback=callback,
+            tagger=tagger,
         )
-        self._callback = callback
-        self._tagger = tagger
         self._signature = (
             None
             if settings.signature_secret is None
