@@ -415,6 +415,7 @@ class Paced:
     lag_max: str
     decision_p99: str
     decision_max: str
+    connections: int
 
 
 def run_paced(scheme: str, fake_url: str, ca_file: str | None, seconds: float, run: int) -> Paced:
@@ -429,7 +430,8 @@ def run_paced(scheme: str, fake_url: str, ca_file: str | None, seconds: float, r
             wait_ready(f"{base}/readyz")
             bodies = batch_bodies(round(seconds * PACED_BATCHES_PER_S) * BATCH, run)
             messages = len(bodies) * BATCH
-            fake0 = fake_stats(fake_url, ca_file)["requests"]
+            before = fake_stats(fake_url, ca_file)
+            fake0 = before["requests"]
             metrics0 = scrape(base)
             started = time.monotonic()
             asyncio.run(offer_paced(base, bodies, PACED_BATCHES_PER_S))
@@ -441,6 +443,7 @@ def run_paced(scheme: str, fake_url: str, ca_file: str | None, seconds: float, r
                 time.sleep(0.02)
             sent_for = time.monotonic() - started
             metrics1 = scrape(base)
+            connections = fake_stats(fake_url, ca_file)["connections"] - before["connections"]
         finally:
             stop_process(gateway, timeout=30)
     lag = histogram(metrics0, metrics1, LOOP_LAG)
@@ -455,6 +458,7 @@ def run_paced(scheme: str, fake_url: str, ca_file: str | None, seconds: float, r
         lag_max=quantile_bucket(lag, 1.0),
         decision_p99=quantile_bucket(decision, 0.99),
         decision_max=quantile_bucket(decision, 1.0),
+        connections=connections,
     )
 
 
@@ -465,14 +469,14 @@ def print_paced(results: list[Paced]) -> None:
     )
     print(
         "| scheme | offered SMS/s | sent SMS/s | lag probes | probes > 5 ms | lag p99 | lag max "
-        "| slot-to-write p99 | slot-to-write max |"
+        "| slot-to-write p99 | slot-to-write max | connections opened |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in results:
         print(
             f"| {p.scheme} | {p.offered_s:,.0f} | {p.sent_s:,.0f} | {p.probes} "
             f"| {p.lag_over_5ms:.1%} | {p.lag_p99} | {p.lag_max} | {p.decision_p99} "
-            f"| {p.decision_max} |"
+            f"| {p.decision_max} | {p.connections} |"
         )
 
 

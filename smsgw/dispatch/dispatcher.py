@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from smsgw._aio import cancel_and_wait
 from smsgw.audit import AuditRecorder
-from smsgw.dispatch.lane import Lane, Place
+from smsgw.dispatch.lane import Lane, Place, Turn
 from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
 from smsgw.dispatch.stats import DispatchStats
@@ -220,7 +220,9 @@ class Dispatcher:
                 await self._queue.ack(message)
                 return "none"
             place = await lane.take_place()
+            turn = None
             try:
+                turn = await lane.take_turn()
                 try:
                     handle = await provider.ready()  # step 2 of the lane (lane.py)
                 except RetryableProviderError as exc:  # nothing was sent
@@ -228,7 +230,7 @@ class Dispatcher:
                     await self._on_retryable(message, provider, exc)
                     return "failed"
                 try:
-                    outcome = await self._send(message, lane, handle, units, place)
+                    outcome = await self._send(message, lane, handle, units, place, turn)
                 except ConcurrencyLimited:
                     # Not a failure and nothing was processed: fewer open requests (the
                     # lane paused), then the same message again; it stays in this replica.
@@ -236,12 +238,20 @@ class Dispatcher:
                     self.metrics.outcome(provider.name, "concurrency_refused")
                     continue
             finally:
-                place.release()  # if the send did not already
+                if turn is not None:
+                    turn.release()  # if the send did not already
+                place.release()  # the same
             lane.answered()
             return outcome
 
     async def _send(
-        self, message: Message, lane: Lane, handle: SendHandle, units: int, place: Place
+        self,
+        message: Message,
+        lane: Lane,
+        handle: SendHandle,
+        units: int,
+        place: Place,
+        turn: Turn,
     ) -> Verdict:
         provider = lane.provider
         launched = False
@@ -261,6 +271,7 @@ class Dispatcher:
             )
             pending = handle.launch(sms)  # the request is written: the slot is spent
             launched = True
+            turn.release()
             written = time.monotonic()
         finally:
             if not launched:

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from smsgw.dispatch.dispatcher import Dispatcher
+from smsgw.dispatch.lane import MIN_READY_AHEAD
 from smsgw.dispatch.router import Route, Router
 from smsgw.limiter.in_flight import MemoryInFlight
 from smsgw.limiter.memory import MemoryLimiter
@@ -213,3 +214,16 @@ async def test_every_send_measures_its_decision_to_write_delay(build: Build) -> 
     assert samples["smsgw_send_decision_delay_seconds_count"] == 20
     # The write follows the slot at once: far below a millisecond each on average.
     assert samples["smsgw_send_decision_delay_seconds_sum"] / 20 < 0.005
+
+
+async def test_sends_waiting_for_their_slot_hold_few_connections(build: Build) -> None:
+    # 200/s: 80 messages wait up to 0.4 s for their slots. Only 16 (READY_AHEAD_S of the
+    # rate, at least MIN_READY_AHEAD) may hold a connection meanwhile; without the bound
+    # every waiting message opened one.
+    gw = await build({"twilio": Faults()}, rates={"twilio": 200})
+    await gw.send(*(sms(n) for n in range(80)))
+    assert gw.stats["sent"] == 80
+    provider = gw.dispatcher.lanes["twilio"].provider
+    stats = provider.pool_stats()  # type: ignore[attr-defined]
+    assert stats is not None
+    assert stats.connects <= MIN_READY_AHEAD + 2
