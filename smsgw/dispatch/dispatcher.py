@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from smsgw._aio import cancel_and_wait
 from smsgw.audit import AuditRecorder
-from smsgw.dispatch.lane import Lane, Place, Turn
+from smsgw.dispatch.lane import Held, Lane
 from smsgw.dispatch.metrics import DispatchMetrics
 from smsgw.dispatch.router import Router, Verdict
 from smsgw.dispatch.stats import DispatchStats
@@ -220,7 +220,7 @@ class Dispatcher:
                 await self._queue.ack(message)
                 return "none"
             place = await lane.take_place()
-            turn = None
+            turn = Held(None)
             try:
                 turn = await lane.take_turn()
                 try:
@@ -238,8 +238,7 @@ class Dispatcher:
                     self.metrics.outcome(provider.name, "concurrency_refused")
                     continue
             finally:
-                if turn is not None:
-                    turn.release()  # if the send did not already
+                turn.release()  # if the send did not already
                 place.release()  # the same
             lane.answered()
             return outcome
@@ -250,8 +249,8 @@ class Dispatcher:
         lane: Lane,
         handle: SendHandle,
         units: int,
-        place: Place,
-        turn: Turn,
+        place: Held,
+        turn: Held,
     ) -> Verdict:
         provider = lane.provider
         launched = False

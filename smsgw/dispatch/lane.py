@@ -6,7 +6,7 @@ A send takes, in this order:
    shared through Redis), after any pause a concurrency refusal asked for;
 2. a ready connection (`Provider.ready()`): connecting, or waiting for the pool, happens here,
    before the rate matters; only READY_AHEAD_S of the rate's sends hold one at a time while
-   they wait for their slot (a `Turn`), the rest wait before taking one;
+   they wait for their slot (a turn), the rest wait before taking one;
 3. the rate-limiter slot, worth the message's units (segments, or 1 where the provider counts
    requests), as late as possible: after it, only building the request and one synchronous
    write (`SendHandle.launch`). A slot the loop reached too late is dropped and another taken,
@@ -20,8 +20,10 @@ window sees. The decision-to-write delay (slot time to the write) is measured pe
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
+from collections.abc import Callable
 
 from smsgw.dispatch.stats import DispatchStats
 from smsgw.limiter.base import LATE_SLOT_S, ProviderLimiter
@@ -29,7 +31,7 @@ from smsgw.limiter.in_flight import InFlightLimits
 from smsgw.providers.base import Provider
 from smsgw.settings import RateUnit
 
-__all__ = ["Lane", "Place", "Turn"]
+__all__ = ["Held", "Lane"]
 
 # A concurrency refusal pauses the lane's new requests this long, doubling while refusals
 # go on (up to the max) and reset by the next answer that was not one: short, because the
@@ -50,36 +52,21 @@ READY_AHEAD_S = 0.05
 MIN_READY_AHEAD = 16
 
 
-class Place:
-    """One taken place among a provider's open requests. A send gives it back at the answer
-    (release), and the attempt again when it ends, for the paths that never reached one:
-    the second call does nothing."""
+class Held:
+    """Something one send holds and gives back once: a place among the provider's open
+    requests (back at the answer) or a turn to hold a connection before its slot (back once
+    the request is written). The attempt releases it again when it ends, for the paths that
+    never got that far: the second call does nothing."""
 
-    __slots__ = ("_in_flight", "_provider")
+    __slots__ = ("_give_back",)
 
-    def __init__(self, in_flight: InFlightLimits | None, provider: str) -> None:
-        self._in_flight = in_flight
-        self._provider = provider
-
-    def release(self) -> None:
-        if self._in_flight is not None:
-            self._in_flight.close(self._provider)
-            self._in_flight = None
-
-
-class Turn:
-    """A send's turn to hold a connection before its slot (see READY_AHEAD_S); given back
-    once the request is written, or when the attempt ends: the second call does nothing."""
-
-    __slots__ = ("_lane",)
-
-    def __init__(self, lane: Lane | None) -> None:
-        self._lane = lane
+    def __init__(self, give_back: Callable[[], object] | None) -> None:
+        self._give_back = give_back
 
     def release(self) -> None:
-        if self._lane is not None:
-            self._lane._end_turn()
-            self._lane = None
+        give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            give_back()
 
 
 class Lane:
@@ -137,7 +124,7 @@ class Lane:
         """So many wait here that another would only hold a message other lanes could use."""
         return self.waiting >= 4 * self.waiting_budget
 
-    async def take_place(self) -> Place:
+    async def take_place(self) -> Held:
         """Step 1: after any refusal pause, a place among the provider's open requests."""
         while True:
             wait = self._paused_until - time.monotonic()
@@ -146,19 +133,17 @@ class Lane:
             await asyncio.sleep(wait)
         if self._in_flight is not None and not self._in_flight.try_open(self.name):
             await self._in_flight.open(self.name)
-        return Place(self._in_flight, self.name)
+        if self._in_flight is None:
+            return Held(None)
+        return Held(functools.partial(self._in_flight.close, self.name))
 
-    async def take_turn(self) -> Turn:
+    async def take_turn(self) -> Held:
         """Between steps 1 and 2: a turn to hold a connection until the request is written."""
         turns = self._turns
         if turns is None:
-            return Turn(None)
+            return Held(None)
         await turns.acquire()
-        return Turn(self)
-
-    def _end_turn(self) -> None:
-        assert self._turns is not None
-        self._turns.release()
+        return Held(turns.release)
 
     async def slot(self, units: int) -> float:
         """Step 3: a rate slot fresh enough to use now; its time (time.monotonic())."""
