@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from smsgw._aio import map_in_slices
 from smsgw.api.destinations import DestinationErrors, check_length, parse_destination
 from smsgw.api.inputs import decode_json
 from smsgw.api.queueing import queue_full_problem
@@ -64,17 +63,20 @@ async def send_message(request: web.Request, client: str, body: bytes) -> web.Re
 async def send_batch(request: web.Request, client: str, body: bytes) -> web.Response:
     data = decode_json(body, MessageBatchBody)
     errors = DestinationErrors()
-    messages: list[Message] = []
-    for index, item in enumerate(data.messages):
-        if index % SLICE == SLICE - 1:
-            await asyncio.sleep(0)
+
+    def checked(entry: tuple[int, MessageBody]) -> Message | None:
+        index, item = entry
         phone = parse_destination(request, client, item.to, f"#/messages/{index}/to", errors)
         if phone is None:
-            continue
+            return None
         segmentation = segment(item.body)
-        if check_length(request, phone, segmentation, f"#/messages/{index}/body", errors):
-            messages.append(_message(client, item, phone, segmentation))
+        if not check_length(request, phone, segmentation, f"#/messages/{index}/body", errors):
+            return None
+        return _message(client, item, phone, segmentation)
+
+    found = await map_in_slices(checked, list(enumerate(data.messages)), SLICE)
     errors.raise_if_any()  # all or nothing: one bad number refuses the whole batch
+    messages = [message for message in found if message is not None]
     try:
         await request.app[QUEUE].put_many(messages)
     except QueueFull as exc:
@@ -82,8 +84,7 @@ async def send_batch(request: web.Request, client: str, body: bytes) -> web.Resp
     # Queued first, recorded after, as for one message; a message of a later slice may be
     # sending before its "accepted" is recorded, which the trail orders by time anyway.
     audit = request.app[AUDIT]
-    for index, message in enumerate(messages):
-        if index % SLICE == SLICE - 1:
-            await asyncio.sleep(0)
-        audit.accepted(message.id, message.created_at, **message.audit_details())
+    await map_in_slices(
+        lambda m: audit.accepted(m.id, m.created_at, **m.audit_details()), messages, SLICE
+    )
     return json_response({"ids": [m.id for m in messages]}, status=202)
