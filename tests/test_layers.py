@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "heap",  # the garbage collector tuned once the server has started
         "counters",
         "log",
+        "metric_children",  # prometheus children looked up once, for the hot paths
         "phone",
         "processes",
         "redis_keys",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import (
@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from smsgw.app_keys import AUDIT, DISPATCHER, HEARTBEAT, OTP, QUEUE, REDIS, ROUTER, SETTINGS, STATE
+from smsgw.metric_children import LabelledChildren
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import alive
 from smsgw.scaling import desired_workers, desired_workers_gauge, pending_work
@@ -51,10 +52,6 @@ _LAG_PROBE_S = 0.05
 
 class ApiMetrics:
     def __init__(self) -> None:
-        # Labelled children by their labels, looked up once each: labels() takes a lock and
-        # builds a key per call, twice per request.
-        self._request_counts: dict[tuple[str, str, int], Any] = {}
-        self._request_seconds: dict[tuple[str, str], Any] = {}
         registry = self.registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         self.http_requests = Counter(
@@ -70,6 +67,8 @@ class ApiMetrics:
             buckets=_HTTP_BUCKETS,
             registry=registry,
         )
+        self._request_counts = LabelledChildren(self.http_requests)
+        self._request_seconds = LabelledChildren(self.http_seconds)
         self.otp_starts = Counter(
             "smsgw_otp_starts",
             "OTP starts: accepted, or refused (too-many-sends, resend-cooldown, queue-full)",
@@ -129,15 +128,8 @@ class ApiMetrics:
 
     def request_done(self, route: str, method: str, status: int, started: float) -> None:
         """Count one answered request (`started`: its time.monotonic() on arrival)."""
-        counted = self._request_counts.get((route, method, status))
-        if counted is None:
-            counted = self.http_requests.labels(route, method, str(status))
-            self._request_counts[(route, method, status)] = counted
-        counted.inc()
-        timed = self._request_seconds.get((route, method))
-        if timed is None:
-            timed = self._request_seconds[(route, method)] = self.http_seconds.labels(route, method)
-        timed.observe(time.monotonic() - started)
+        self._request_counts(route, method, str(status)).inc()
+        self._request_seconds(route, method).observe(time.monotonic() - started)
 
 
 METRICS = web.AppKey("metrics", ApiMetrics)

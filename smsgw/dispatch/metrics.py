@@ -10,6 +10,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from smsgw.metric_children import LabelledChildren
+
 __all__ = ["DispatchMetrics", "ProviderInstruments"]
 
 # From a fast provider on loopback (ms) to one at its timeout (s).
@@ -45,13 +47,13 @@ class ProviderInstruments:
 
 class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._outcomes: dict[tuple[str, str], Any] = {}
         self.messages = Counter(
             "smsgw_messages",
             "Message outcomes by provider: sent, failed, rejected, expired, retry, throttled",
             ["provider", "outcome"],
             registry=registry,
         )
+        self._outcomes = LabelledChildren(self.messages)
         self.send_seconds = Histogram(
             "smsgw_provider_send_seconds",
             "Time a provider took to answer a send",
@@ -77,19 +79,12 @@ class DispatchMetrics:
         )
 
     def outcome(self, provider: str | None, outcome: str) -> None:
-        self._outcome(provider or "none", outcome).inc()
+        self._outcomes(provider or "none", outcome).inc()
 
     def for_provider(self, provider: str) -> ProviderInstruments:
         return ProviderInstruments(
             decision_delay=self.decision_delay.labels(provider),
             limiter_wait=self.limiter_wait.labels(provider),
             send_seconds=self.send_seconds.labels(provider),
-            sent=self._outcome(provider, "sent"),
+            sent=self._outcomes(provider, "sent"),
         )
-
-    def _outcome(self, provider: str, outcome: str) -> Any:
-        key = (provider, outcome)
-        child = self._outcomes.get(key)
-        if child is None:
-            child = self._outcomes[key] = self.messages.labels(provider, outcome)
-        return child
