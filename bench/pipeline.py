@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -52,7 +51,7 @@ import aiohttp
 import orjson
 
 from bench import transports
-from testkit.fake_provider import twilio_provider_toml
+from testkit.fake_provider import fetch_stats, twilio_provider_toml
 from testkit.processes import (
     REPO_ROOT,
     process_cpu_s,
@@ -71,17 +70,6 @@ SENDER_CONCURRENCY: Final = 64
 EVENTS_PER_MESSAGE: Final = ("accepted", "queued", "sending", "sent")
 # Installed beside this interpreter (pip install py-spy), or on PATH.
 PY_SPY: Final = str(Path(sys.executable).with_name("py-spy"))
-
-
-def fake_stats(url: str, ca_file: str | None) -> dict[str, Any]:
-    context = None
-    if url.startswith("https"):
-        import ssl
-
-        context = ssl.create_default_context(cafile=ca_file)
-    with urllib.request.urlopen(f"{url}/_stats", timeout=30, context=context) as answer:
-        stats: dict[str, Any] = json.load(answer)
-    return stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +169,7 @@ def drained(
     (none buffered, being written or in the spool); the fake's stats and the metrics then."""
     deadline = time.monotonic() + 600
     while True:
-        stats = fake_stats(fake_url, ca_file)
+        stats = fetch_stats(fake_url, ca_file=ca_file)
         if stats["requests"] >= requests:
             metrics = scrape(base)
             backlog = metrics.get("smsgw_audit_backlog_events", 1.0)
@@ -358,10 +346,10 @@ def run_gateway(
             # Warmed up first, as the senders are (bench.transports): connections open (TLS
             # handshakes done) and every code path run once, so the clock measures the
             # steady cost of a message, not the pool's first seconds.
-            start = fake_stats(fake_url, ca_file)["requests"]
+            start = fetch_stats(fake_url, ca_file=ca_file)["requests"]
             asyncio.run(offer(base, batch_bodies(WARM_UP, run, first=10**6)))
             drained(base, fake_url, ca_file, start + WARM_UP)
-            fake0 = fake_stats(fake_url, ca_file)
+            fake0 = fetch_stats(fake_url, ca_file=ca_file)
             metrics0 = scrape(base)
             cpu0 = process_cpu_s(gateway.pid)
             loop0, _ = thread_cpu_s(gateway.pid)
@@ -445,20 +433,22 @@ def run_paced(scheme: str, fake_url: str, ca_file: str | None, seconds: float, r
             wait_ready(f"{base}/readyz")
             bodies = batch_bodies(round(seconds * PACED_BATCHES_PER_S) * BATCH, run)
             messages = len(bodies) * BATCH
-            before = fake_stats(fake_url, ca_file)
+            before = fetch_stats(fake_url, ca_file=ca_file)
             fake0 = before["requests"]
             metrics0 = scrape(base)
             started = time.monotonic()
             asyncio.run(offer_paced(base, bodies, PACED_BATCHES_PER_S))
             offered_for = time.monotonic() - started
             deadline = started + 300
-            while fake_stats(fake_url, ca_file)["requests"] - fake0 < messages:
+            while fetch_stats(fake_url, ca_file=ca_file)["requests"] - fake0 < messages:
                 if time.monotonic() > deadline:
                     raise RuntimeError("not every paced message arrived in time")
                 time.sleep(0.02)
             sent_for = time.monotonic() - started
             metrics1 = scrape(base)
-            connections = fake_stats(fake_url, ca_file)["connections"] - before["connections"]
+            connections = (
+                fetch_stats(fake_url, ca_file=ca_file)["connections"] - before["connections"]
+            )
         finally:
             stop_process(gateway, timeout=30)
     lag = histogram(metrics0, metrics1, LOOP_LAG)

@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.loadgen import REPO_ROOT, start_process, stop_process
+from testkit.fake_provider import fetch_stats
 from testkit.fast_fake import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 CANDIDATES: Final = (
@@ -460,10 +460,7 @@ Measure = Callable[[Send], Awaitable[int]]
 
 
 def _fake_stats(target: Target) -> dict[str, Any]:
-    context = target.client_context()
-    with urllib.request.urlopen(f"{target.url}/_stats", timeout=30, context=context) as answer:
-        stats: dict[str, Any] = json.load(answer)
-    return stats
+    return fetch_stats(target.url, ca_file=target.ca_file)
 
 
 async def _child_main(args: argparse.Namespace) -> dict[str, Any]:

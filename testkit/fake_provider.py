@@ -49,6 +49,7 @@ import functools
 import gc
 import os
 import random
+import ssl
 import time
 import urllib.request
 from collections import deque
@@ -611,11 +612,14 @@ def segments_in_sliding_window(
     return window.max, window.over
 
 
-def fetch_stats(url: str, *, summary: bool = False) -> dict[str, Any]:
-    """`GET /_stats` of a fake running as its own process at `url` (`summary`: counts only)."""
+def fetch_stats(url: str, *, summary: bool = False, ca_file: str | None = None) -> dict[str, Any]:
+    """`GET /_stats` of a fake running as its own process at `url` (`summary`: counts only;
+    `ca_file`: what an https fake's certificate is trusted by). The fast fake answers the
+    same path."""
     query = "?summary=1" if summary else ""
-    # http on loopback, built here: not a user-supplied scheme.
-    with urllib.request.urlopen(f"{url}/_stats{query}", timeout=60) as response:
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+    # http(s) on loopback, built here: not a user-supplied scheme.
+    with urllib.request.urlopen(f"{url}/_stats{query}", timeout=60, context=context) as response:
         stats: dict[str, Any] = orjson.loads(response.read())
     return stats
 
