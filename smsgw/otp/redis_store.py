@@ -12,7 +12,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from smsgw.otp.store import AttemptResult, SendPolicy, SendReservation, Verification
+from smsgw.otp.store import AttemptResult, AttemptTarget, SendPolicy, SendReservation, Verification
 from smsgw.redis_keys import RedisKeys
 from smsgw.redis_scripts import load_script
 
@@ -90,20 +90,13 @@ class RedisOtpStore:
             keys=[new_key, pointer, replaced_key], args=[verification.id, *restore]
         )
 
-    async def reserve_attempt(
-        self,
-        client: str,
-        now: float,
-        *,
-        verification_id: str | None,
-        phone: str | None,
-        placeholder: Verification | None = None,
-    ) -> AttemptResult:
+    async def reserve_attempt(self, target: AttemptTarget, now: float) -> AttemptResult:
         args: list[str | bytes | int] = []
-        if verification_id is not None:
-            kind, key = "id", self._keys.verification(verification_id)
-        elif phone is not None:
-            kind, key = "phone", self._keys.pending(client, phone)
+        client, placeholder = target.client, target.placeholder
+        if target.verification_id is not None:
+            kind, key = "id", self._keys.verification(target.verification_id)
+        elif target.phone is not None:
+            kind, key = "phone", self._keys.pending(client, target.phone)
             if placeholder is not None:
                 expires_ms = int(placeholder.expires_at * 1000)
                 args = [placeholder.id, expires_ms, *_fields(placeholder)]

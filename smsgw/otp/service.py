@@ -26,7 +26,7 @@ from smsgw.audit import AuditRecorder
 from smsgw.errors import MaxAttemptsReached, TooManySends, VerificationNotFound
 from smsgw.otp.codes import CodeHasher, generate_code
 from smsgw.otp.guard import AbuseGuard, StartTicket
-from smsgw.otp.store import OtpStore, SendPolicy, Verification
+from smsgw.otp.store import AttemptTarget, OtpStore, SendPolicy, Verification
 from smsgw.otp.templates import Templates
 from smsgw.phone import PhoneNumber
 from smsgw.queue.base import MessageQueue
@@ -199,9 +199,8 @@ class OtpService:
                 expires_at=now + self._settings.ttl_s,
                 max_attempts=self._settings.max_attempts,
             )
-        result = await self._store.reserve_attempt(
-            client, now, verification_id=verification_id, phone=phone, placeholder=placeholder
-        )
+        target = AttemptTarget(client, verification_id, phone, placeholder)
+        result = await self._store.reserve_attempt(target, now)
         if result.outcome == "exhausted":
             raise MaxAttemptsReached
         verification = result.verification

@@ -61,6 +61,20 @@ class SendReservation:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptTarget:
+    """What one check is against: a verification by id, or (client, phone)'s pending one.
+
+    Checked by phone with nothing pending, `placeholder` (a verification no code matches)
+    becomes the pending one and is checked instead.
+    """
+
+    client: str
+    verification_id: str | None = None
+    phone: str | None = None
+    placeholder: Verification | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptResult:
     outcome: Literal["not_found", "exhausted", "reserved"]
     verification: Verification | None = None  # with the reserved attempt counted
@@ -82,21 +96,12 @@ class OtpStore(Protocol):
         """Its SMS could not be queued: forget it and, if it is still the pending one, put
         back the verification its save replaced (unless another start took the place)."""
 
-    async def reserve_attempt(
-        self,
-        client: str,
-        now: float,
-        *,
-        verification_id: str | None,
-        phone: str | None,
-        placeholder: Verification | None = None,
-    ) -> AttemptResult:
+    async def reserve_attempt(self, target: AttemptTarget, now: float) -> AttemptResult:
         """Count one check against the pending verification, unless its attempts are spent.
 
         The attempt is counted before the code is compared: with 50 concurrent wrong checks,
-        exactly max_attempts get a comparison and the rest are refused. Checked by phone
-        with nothing pending, `placeholder` (a verification no code matches) becomes the
-        pending one, in the same atomic step, and is checked instead.
+        exactly max_attempts get a comparison and the rest are refused. A target's
+        placeholder takes its place in the same atomic step.
         """
 
     async def approve(self, verification: Verification) -> bool:
@@ -157,15 +162,8 @@ class MemoryOtpStore:
             self._verifications[replaced.id] = replaced
             self._pending_by_phone[key] = replaced.id
 
-    async def reserve_attempt(
-        self,
-        client: str,
-        now: float,
-        *,
-        verification_id: str | None,
-        phone: str | None,
-        placeholder: Verification | None = None,
-    ) -> AttemptResult:
+    async def reserve_attempt(self, target: AttemptTarget, now: float) -> AttemptResult:
+        client, verification_id, phone = target.client, target.verification_id, target.phone
         by_phone = False
         if verification_id is None and phone is not None:
             by_phone = True
@@ -177,6 +175,7 @@ class MemoryOtpStore:
             self._drop(found.id)
             found = None
         if found is None:
+            placeholder = target.placeholder
             if not by_phone or placeholder is None:
                 return AttemptResult("not_found")
             self._verifications[placeholder.id] = placeholder

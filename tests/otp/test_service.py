@@ -14,7 +14,7 @@ from smsgw.otp import service as service_module
 from smsgw.otp.codes import CodeHasher
 from smsgw.otp.guard import AbuseGuard, MemoryAbuseCounters, MemoryFailedChecks
 from smsgw.otp.service import OtpService, StartedVerification
-from smsgw.otp.store import MemoryOtpStore
+from smsgw.otp.store import AttemptTarget, MemoryOtpStore
 from smsgw.phone import PhoneNumber
 from smsgw.queue.memory import MemoryQueue
 from smsgw.queue.message import Message
@@ -263,9 +263,7 @@ async def test_queue_full_rolls_back_the_verification_and_the_send() -> None:
         await service.start(client="app", phone=PHONE)
 
     assert queue.depth() == 1
-    nothing = await store.reserve_attempt(
-        "app", time.time(), verification_id=None, phone=PHONE.e164
-    )
+    nothing = await store.reserve_attempt(AttemptTarget("app", phone=PHONE.e164), time.time())
     assert nothing.outcome == "not_found"
     # The failed send is not counted: no cooldown now that the queue has room.
     bulk = await queue.get()

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from smsgw.otp.redis_store import RedisOtpStore
-from smsgw.otp.store import MemoryOtpStore, OtpStore, SendPolicy, Verification
+from smsgw.otp.store import AttemptTarget, MemoryOtpStore, OtpStore, SendPolicy, Verification
 from smsgw.redis_keys import RedisKeys
 
 pytestmark = pytest.mark.timeout(30)
@@ -154,9 +154,9 @@ async def test_save_replaces_the_pending_verification_of_the_same_client_and_pho
     await store.save(verification("otp_old"))
     await store.save(verification("otp_new"))
 
-    old = await store.reserve_attempt("app", T0, verification_id="otp_old", phone=None)
+    old = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_old"), T0)
     assert old.outcome == "not_found"
-    by_phone = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    by_phone = await store.reserve_attempt(AttemptTarget("app", phone=PHONE), T0)
     assert by_phone.outcome == "reserved"
     assert by_phone.verification is not None
     assert by_phone.verification.id == "otp_new"
@@ -173,8 +173,8 @@ async def test_save_does_not_touch_another_clients_verification(store: OtpStore)
     await store.save(verification("otp_a", client="a"))
     await store.save(verification("otp_b", client="b"))
 
-    a = await store.reserve_attempt("a", T0, verification_id=None, phone=PHONE)
-    b = await store.reserve_attempt("b", T0, verification_id=None, phone=PHONE)
+    a = await store.reserve_attempt(AttemptTarget("a", phone=PHONE), T0)
+    b = await store.reserve_attempt(AttemptTarget("b", phone=PHONE), T0)
     assert a.verification is not None
     assert b.verification is not None
     assert (a.verification.id, b.verification.id) == ("otp_a", "otp_b")
@@ -182,10 +182,10 @@ async def test_save_does_not_touch_another_clients_verification(store: OtpStore)
 
 async def test_another_client_cannot_use_a_verification_id(store: OtpStore) -> None:
     await store.save(verification("otp_a", client="a"))
-    result = await store.reserve_attempt("b", T0, verification_id="otp_a", phone=None)
+    result = await store.reserve_attempt(AttemptTarget("b", verification_id="otp_a"), T0)
     assert result.outcome == "not_found"
     # And the stranger's try did not cost the owner an attempt.
-    own = await store.reserve_attempt("a", T0, verification_id="otp_a", phone=None)
+    own = await store.reserve_attempt(AttemptTarget("a", verification_id="otp_a"), T0)
     assert own.verification is not None
     assert own.verification.attempts == 1
 
@@ -193,14 +193,16 @@ async def test_another_client_cannot_use_a_verification_id(store: OtpStore) -> N
 async def test_unknown_lookups_are_not_found(store: OtpStore) -> None:
     await store.save(verification())
     for vid, phone in [("otp_x", None), (None, OTHER_PHONE), (None, None), ("", None)]:
-        result = await store.reserve_attempt("app", T0, verification_id=vid, phone=phone)
+        result = await store.reserve_attempt(
+            AttemptTarget("app", verification_id=vid, phone=phone), T0
+        )
         assert result.outcome == "not_found"
 
 
 async def test_attempts_are_counted_then_exhausted(store: OtpStore) -> None:
     await store.save(verification(max_attempts=3))
     results = [
-        await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
+        await store.reserve_attempt(AttemptTarget("app", verification_id="otp_1"), T0)
         for _ in range(5)
     ]
     assert [r.outcome for r in results] == ["reserved"] * 3 + ["exhausted"] * 2
@@ -212,7 +214,7 @@ async def test_concurrent_attempts_reserve_exactly_max_attempts(store: OtpStore)
 
     async def attempt() -> str:
         await asyncio.sleep(0)  # let all 50 start before any runs
-        result = await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
+        result = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_1"), T0)
         return result.outcome
 
     outcomes = await asyncio.gather(*(attempt() for _ in range(50)))
@@ -222,12 +224,12 @@ async def test_concurrent_attempts_reserve_exactly_max_attempts(store: OtpStore)
 
 async def test_expired_verification_is_not_found_and_gone(store: OtpStore) -> None:
     await store.save(verification(expires_at=T0 + 600))
-    live = await store.reserve_attempt("app", T0 + 599, verification_id="otp_1", phone=None)
+    live = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_1"), T0 + 599)
     assert live.outcome == "reserved"
-    expired = await store.reserve_attempt("app", T0 + 600, verification_id="otp_1", phone=None)
+    expired = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_1"), T0 + 600)
     assert expired.outcome == "not_found"
     # Dropped, not just hidden: even an earlier clock no longer finds it, nor does the phone.
-    again = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    again = await store.reserve_attempt(AttemptTarget("app", phone=PHONE), T0)
     assert again.outcome == "not_found"
 
 
@@ -235,7 +237,7 @@ async def test_approve_once(store: OtpStore) -> None:
     await store.save(verification())
     assert await store.approve(verification()) is True
     assert await store.approve(verification()) is False
-    after = await store.reserve_attempt("app", T0, verification_id="otp_1", phone=None)
+    after = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_1"), T0)
     assert after.outcome == "not_found"
     assert await store.approve(verification("otp_never")) is False
 
@@ -243,21 +245,21 @@ async def test_approve_once(store: OtpStore) -> None:
 async def test_undo_save_removes_the_verification_and_its_phone_index(store: OtpStore) -> None:
     await store.save(verification())
     await store.undo_save(verification(), None)
-    result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    result = await store.reserve_attempt(AttemptTarget("app", phone=PHONE), T0)
     assert result.outcome == "not_found"
 
 
 async def test_undo_save_puts_back_what_the_save_replaced(store: OtpStore) -> None:
     old = verification("otp_old")
     await store.save(old)
-    assert await store.reserve_attempt("app", T0, verification_id="otp_old", phone=None)
+    assert await store.reserve_attempt(AttemptTarget("app", verification_id="otp_old"), T0)
     replaced = await store.save(verification("otp_new"))
     assert replaced is not None
     assert replaced.attempts == 1
     await store.undo_save(verification("otp_new"), replaced)
-    new = await store.reserve_attempt("app", T0, verification_id="otp_new", phone=None)
+    new = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_new"), T0)
     assert new.outcome == "not_found"
-    back = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    back = await store.reserve_attempt(AttemptTarget("app", phone=PHONE), T0)
     assert back.verification is not None
     assert (back.verification.id, back.verification.attempts) == ("otp_old", 2)
 
@@ -267,11 +269,11 @@ async def test_undo_save_keeps_a_later_start_in_its_place(store: OtpStore) -> No
     replaced = await store.save(verification("otp_mine"))
     await store.save(verification("otp_later"))  # another start, whose SMS went out
     await store.undo_save(verification("otp_mine"), replaced)  # my SMS could not be queued
-    result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    result = await store.reserve_attempt(AttemptTarget("app", phone=PHONE), T0)
     assert result.verification is not None
     assert result.verification.id == "otp_later"
     for gone in ("otp_old", "otp_mine"):
-        lookup = await store.reserve_attempt("app", T0, verification_id=gone, phone=None)
+        lookup = await store.reserve_attempt(AttemptTarget("app", verification_id=gone), T0)
         assert lookup.outcome == "not_found"
 
 
@@ -279,7 +281,7 @@ async def test_undo_save_of_a_replaced_verification_keeps_the_new_one(store: Otp
     await store.save(verification("otp_old"))
     await store.save(verification("otp_new"))
     await store.undo_save(verification("otp_old"), None)  # e.g. a late rollback of the old one
-    result = await store.reserve_attempt("app", T0, verification_id=None, phone=PHONE)
+    result = await store.reserve_attempt(AttemptTarget("app", phone=PHONE), T0)
     assert result.verification is not None
     assert result.verification.id == "otp_new"
 
@@ -290,15 +292,13 @@ async def test_undo_save_of_a_replaced_verification_keeps_the_new_one(store: Otp
 async def test_a_placeholder_is_checked_when_nothing_is_pending(store: OtpStore) -> None:
     placeholder = verification("otp_placeholder", max_attempts=2)
     answers = [
-        await store.reserve_attempt(
-            "app", T0, verification_id=None, phone=PHONE, placeholder=placeholder
-        )
+        await store.reserve_attempt(AttemptTarget("app", phone=PHONE, placeholder=placeholder), T0)
         for _ in range(3)
     ]
     assert [a.outcome for a in answers] == ["reserved", "reserved", "exhausted"]
     assert [a.verification.attempts for a in answers[:2] if a.verification] == [1, 2]
     # By id it is a verification like any other (its id is never shown to anyone).
-    by_id = await store.reserve_attempt("app", T0, verification_id="otp_placeholder", phone=None)
+    by_id = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_placeholder"), T0)
     assert by_id.outcome == "exhausted"
     # A start replaces it, as it would replace a real pending code.
     assert await store.save(verification("otp_real")) == answers[1].verification
@@ -308,18 +308,18 @@ async def test_a_placeholder_takes_the_place_of_an_expired_one_only(store: OtpSt
     await store.save(verification("otp_real", expires_at=T0 + 600))
     placeholder = verification("otp_placeholder")
     live = await store.reserve_attempt(
-        "app", T0, verification_id=None, phone=PHONE, placeholder=placeholder
+        AttemptTarget("app", phone=PHONE, placeholder=placeholder), T0
     )
     assert live.verification is not None
     assert live.verification.id == "otp_real"
     expired = await store.reserve_attempt(
-        "app", T0 + 600, verification_id=None, phone=PHONE, placeholder=placeholder
+        AttemptTarget("app", phone=PHONE, placeholder=placeholder), T0 + 600
     )
     assert expired.verification is not None
     assert expired.verification.id == "otp_placeholder"
     # Never by id, and never for another client.
     by_id = await store.reserve_attempt(
-        "app", T0, verification_id="otp_x", phone=None, placeholder=placeholder
+        AttemptTarget("app", verification_id="otp_x", placeholder=placeholder), T0
     )
     assert by_id.outcome == "not_found"
 
@@ -328,11 +328,10 @@ async def test_concurrent_checks_by_phone_share_one_placeholder(store: OtpStore)
     async def attempt(n: int) -> str:
         await asyncio.sleep(0)
         result = await store.reserve_attempt(
-            "app",
+            AttemptTarget(
+                "app", phone=PHONE, placeholder=verification(f"otp_p{n}", max_attempts=5)
+            ),
             T0,
-            verification_id=None,
-            phone=PHONE,
-            placeholder=verification(f"otp_p{n}", max_attempts=5),
         )
         return result.outcome
 
@@ -353,9 +352,9 @@ async def test_sweep_drops_expired_verifications_and_stale_send_history() -> Non
 
     assert store.sweep(T0 + 700, POLICY) == 2  # one verification, one history
 
-    dead = await store.reserve_attempt("app", T0, verification_id="otp_dead", phone=None)
+    dead = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_dead"), T0)
     assert dead.outcome == "not_found"
-    live = await store.reserve_attempt("app", T0 + 700, verification_id="otp_live", phone=None)
+    live = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_live"), T0 + 700)
     assert live.outcome == "reserved"
     # The kept history still enforces the cooldown.
     assert not (await store.reserve_send(OTHER_PHONE, T0 + 660, POLICY)).allowed
@@ -392,9 +391,9 @@ async def test_redis_store_judges_sends_and_expiry_on_redis_clock(redis_url: str
     assert (await store.reserve_send(PHONE, now - 3600, POLICY)).allowed
     # Made to live 600 s: neither a replica far ahead nor one far behind changes that.
     await store.save(verification(expires_at=now + 600))
-    ahead = await store.reserve_attempt("app", now + 3600, verification_id="otp_1", phone=None)
+    ahead = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_1"), now + 3600)
     assert ahead.outcome == "reserved"
     await store.save(verification("otp_2", phone=OTHER_PHONE, expires_at=now - 1))
-    behind = await store.reserve_attempt("app", now - 3600, verification_id="otp_2", phone=None)
+    behind = await store.reserve_attempt(AttemptTarget("app", verification_id="otp_2"), now - 3600)
     assert behind.outcome == "not_found"
     await redis.aclose()
