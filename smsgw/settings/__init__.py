@@ -6,68 +6,13 @@ error deep in the code. `env:NAME` strings are resolved from the environment bef
 and `SMSGW_<SECTION>_<KEY>` variables override scalar keys of the single-table sections.
 """
 
+from smsgw.settings import providers, sections
 from smsgw.settings.document import Settings
 from smsgw.settings.loader import document_type, load_settings, parse_settings
-from smsgw.settings.providers import (
-    AirtelMessageType,
-    AirtelProviderSettings,
-    ConsoleProviderSettings,
-    ProviderSettings,
-    RateUnit,
-    TwilioProviderSettings,
-    VonageProviderSettings,
-    VonageSignatureMethod,
-    provider_kinds,
-)
+from smsgw.settings.providers import *  # noqa: F403  (its __all__, listed once there)
 from smsgw.settings.schema import config_schema
-from smsgw.settings.sections import (
-    APP_NAME_PATTERN,
-    DEFAULT_TEMPLATE,
-    AbuseSettings,
-    AuditSettings,
-    Backend,
-    BreakerSettings,
-    ClientSettings,
-    DispatchSettings,
-    IdempotencySettings,
-    LimiterSettings,
-    OtpSettings,
-    QueueSettings,
-    RedisSettings,
-    Role,
-    ScalingSettings,
-    ServerSettings,
-)
+from smsgw.settings.sections import *  # noqa: F403  (its __all__, listed once there)
 
-__all__ = [
-    "APP_NAME_PATTERN",
-    "DEFAULT_TEMPLATE",
-    "AbuseSettings",
-    "AirtelMessageType",
-    "AirtelProviderSettings",
-    "AuditSettings",
-    "Backend",
-    "BreakerSettings",
-    "ClientSettings",
-    "ConsoleProviderSettings",
-    "DispatchSettings",
-    "IdempotencySettings",
-    "LimiterSettings",
-    "OtpSettings",
-    "ProviderSettings",
-    "QueueSettings",
-    "RateUnit",
-    "RedisSettings",
-    "Role",
-    "ScalingSettings",
-    "ServerSettings",
-    "Settings",
-    "TwilioProviderSettings",
-    "VonageProviderSettings",
-    "VonageSignatureMethod",
-    "config_schema",
-    "document_type",
-    "load_settings",
-    "parse_settings",
-    "provider_kinds",
-]
+__all__ = ["Settings", "config_schema", "document_type", "load_settings", "parse_settings"]
+__all__ += providers.__all__
+__all__ += sections.__all__
