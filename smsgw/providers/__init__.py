@@ -12,7 +12,7 @@ from smsgw.providers.base import OutgoingSms, Provider, SendReceipt, provider_cl
 from smsgw.providers.console import ConsoleProvider
 from smsgw.providers.factory import build_provider
 from smsgw.providers.http import HttpProvider
-from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipt_tags import ReceiptRoute, ReceiptTagger
 from smsgw.providers.receipts import Receipt, ReceiptRequest
 from smsgw.providers.twilio import TwilioProvider
 from smsgw.providers.vonage import VonageProvider
@@ -25,6 +25,7 @@ __all__ = [
     "Provider",
     "Receipt",
     "ReceiptRequest",
+    "ReceiptRoute",
     "ReceiptTagger",
     "SendReceipt",
     "TwilioProvider",

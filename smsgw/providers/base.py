@@ -13,7 +13,7 @@ from typing import Any, ClassVar, cast
 import structlog
 
 from smsgw.errors import ProviderError
-from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipt_tags import ReceiptRoute
 from smsgw.providers.receipts import Receipt, ReceiptRequest
 from smsgw.settings import ProviderSettings
 
@@ -91,22 +91,14 @@ class Provider(ABC):
         self.name = name
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: ProviderSettings,
-        *,
-        receipt_url: str | None,
-        tagger: ReceiptTagger | None,
-    ) -> Provider:
-        """Build from the entry. `receipt_url`: our webhook for this provider (None without
-        server.public_url); `tagger`: tags each send so its receipts prove we sent it. Only
-        a provider that receives receipts takes them: its constructor is
-        `(settings, receipt_url, tagger)`, any other's `(settings)`."""
+    def from_settings(cls, settings: ProviderSettings, receipts: ReceiptRoute | None) -> Provider:
+        """Build from the entry. `receipts`: our webhook for this provider and the tagger
+        proving its receipts are ours (None without server.public_url). Only a provider
+        that receives receipts takes them: its constructor is `(settings, receipts)`, any
+        other's `(settings)`."""
         # A concrete provider's constructor takes its own settings class.
         make = cast(Any, cls)
-        provider: Provider = (
-            make(settings, receipt_url, tagger) if cls.receives_receipts else make(settings)
-        )
+        provider: Provider = make(settings, receipts) if cls.receives_receipts else make(settings)
         return provider
 
     @classmethod

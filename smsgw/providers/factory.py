@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from smsgw.providers.base import Provider, provider_class
-from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipt_tags import ReceiptRoute, ReceiptTagger
 from smsgw.settings import ProviderSettings
 
 __all__ = ["build_provider", "receipt_url"]
@@ -24,5 +24,9 @@ def build_provider(
     """`public_url` (server.public_url): where providers reach our receipt webhooks; without
     it no callback is requested (Vonage then uses the account's dashboard setting).
     `tagger`: tags each send so its receipts prove we sent it (needed with `public_url`)."""
-    callback = None if public_url is None else receipt_url(public_url, settings.name)
-    return provider_class(settings).from_settings(settings, receipt_url=callback, tagger=tagger)
+    receipts = None
+    if public_url is not None:
+        if tagger is None:
+            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
+        receipts = ReceiptRoute(receipt_url(public_url, settings.name), tagger)
+    return provider_class(settings).from_settings(settings, receipts)

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from smsgw.errors import ConfigError, ProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers.base import OutgoingSms, Provider, SendHandle, SendReceipt
-from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipt_tags import ReceiptRoute
 from smsgw.settings import ProviderSettings
 from smsgw.transport import (
     BadResponse,
@@ -124,17 +124,12 @@ class HttpProvider(Provider):
         base_url: str,
         path: str,
         headers: Mapping[str, str],
-        callback: str | None = None,
-        tagger: ReceiptTagger | None = None,
+        receipts: ReceiptRoute | None = None,
     ) -> None:
-        """`callback`: our receipt webhook for this provider's delivery receipts, if any;
-        with it, a `tagger` whose tag each send carries, proving to our webhook that we
-        sent the message through this provider."""
-        if callback is not None and tagger is None:
-            raise ValueError("a receipt callback needs a tagger: untagged receipts are refused")
+        """`receipts`: our webhook for this provider's delivery receipts, if any, and the
+        tagger whose tag each send carries, proving we sent the message through it."""
         super().__init__(settings.name)
-        self._callback = callback
-        self._tagger = tagger
+        self._receipts = receipts
         self.url = base_url.rstrip("/") + path
         self.headers = dict(headers)
         parts = urlsplit(base_url)

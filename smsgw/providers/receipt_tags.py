@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from smsgw.settings import OtpSettings, ServerSettings
 
-__all__ = ["TAG_CHARS", "ReceiptTagger", "receipt_keys"]
+__all__ = ["TAG_CHARS", "ReceiptRoute", "ReceiptTagger", "receipt_keys"]
 
 # 128 bits of HMAC, in hex: guessing one is hopeless, and it stays short enough for
 # Vonage's client-ref (100 characters) with the id and the send time.
@@ -70,3 +71,13 @@ class ReceiptTagger:
         # NUL-separated: provider names and ids never hold one, so no two sends share a text.
         data = b"\0".join((_TAG_LABEL, provider.encode(), message_id.encode(), b"%d" % sent_at))
         return hmac.new(key, data, hashlib.sha256).hexdigest()[:TAG_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRoute:
+    """Where a provider sends this message's receipts (our webhook `url`), and the `tagger`
+    whose tag each send carries: one never goes without the other, as untagged receipts are
+    refused."""
+
+    url: str
+    tagger: ReceiptTagger

@@ -13,7 +13,7 @@ from urllib.parse import quote, quote_plus, urlencode
 from smsgw.errors import ConcurrencyLimited, PermanentProviderError, RetryableProviderError
 from smsgw.providers.base import OutgoingSms
 from smsgw.providers.http import Answer, HttpProvider, json_object, parse_retry_after
-from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipt_tags import ReceiptRoute
 from smsgw.providers.receipts import (
     Receipt,
     ReceiptRequest,
@@ -72,15 +72,10 @@ class TwilioProvider(HttpProvider):
     settings_type = TwilioProviderSettings
     receives_receipts = True
 
-    def __init__(
-        self,
-        settings: TwilioProviderSettings,
-        callback: str | None = None,
-        tagger: ReceiptTagger | None = None,
-    ) -> None:
-        """`callback`: our receipt webhook; each send asks Twilio to report there, with the
-        message's id in the query so a receipt finds its message whenever it arrives, and
-        the `tagger`'s tag proving we sent it through this provider."""
+    def __init__(self, settings: TwilioProviderSettings, receipts: ReceiptRoute | None = None):
+        """`receipts`: each send asks Twilio to report to our webhook, with the message's id
+        in the query so a receipt finds its message whenever it arrives, and the tagger's
+        tag proving we sent it through this provider."""
         credentials = f"{settings.account_sid}:{settings.auth_token}".encode()
         super().__init__(
             settings,
@@ -91,8 +86,7 @@ class TwilioProvider(HttpProvider):
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Accept": "application/json",
             },
-            callback=callback,
-            tagger=tagger,
+            receipts=receipts,
         )
         self._auth_token = settings.auth_token
         sender = (
@@ -106,13 +100,13 @@ class TwilioProvider(HttpProvider):
     def encode(self, sms: OutgoingSms) -> bytes:
         form = f"To={quote_plus(sms.to)}&Body={quote_plus(sms.body)}{self._fixed_form}"
         fields: list[tuple[str, str]] = []
-        if self._callback is not None and self._tagger is not None:
+        if self._receipts is not None:
             # When it was sent, inside the signed URL and under the tag: a receipt replayed
             # later is refused as stale.
             sent_at = int(time.time())
-            tag = self._tagger.tag(self.name, sms.message_id, sent_at)
+            tag = self._receipts.tagger.tag(self.name, sms.message_id, sent_at)
             query = urlencode([("message_id", sms.message_id), ("t", str(sent_at)), ("tag", tag)])
-            fields.append(("StatusCallback", f"{self._callback}?{query}"))
+            fields.append(("StatusCallback", f"{self._receipts.url}?{query}"))
         if sms.validity_s is not None:
             validity = min(max(sms.validity_s, _VALIDITY_MIN), _VALIDITY_MAX)
             fields.append(("ValidityPeriod", str(validity)))
@@ -156,23 +150,24 @@ class TwilioProvider(HttpProvider):
     # --- receipts: a status callback form, signed by Twilio over our full URL ------------
 
     def takes_receipts(self) -> bool:
-        return self._callback is not None
+        return self._receipts is not None
 
     async def parse_receipt(self, request: ReceiptRequest) -> Receipt | None:
-        callback, tagger = self._callback, self._tagger
-        if callback is None or tagger is None:
+        if self._receipts is None:
             raise RuntimeError("no receipts without a callback: see takes_receipts()")
         form = await request.form()
         if form is None:
             raise invalid_receipt("the body is not a UTF-8 form")
         query_string = request.query_string
-        signed_url = callback + (f"?{query_string}" if query_string else "")
+        signed_url = self._receipts.url + (f"?{query_string}" if query_string else "")
         expected = request_signature(self._auth_token, signed_url, form.items())
         if not hmac.compare_digest(expected.encode(), request.header("X-Twilio-Signature") or b""):
             raise bad_signature("X-Twilio-Signature")
         query = request.query
         message_id = our_message_id(query.get("message_id"))
-        send = check_tag(tagger, self.name, message_id, query.get("t"), query.get("tag"))
+        send = check_tag(
+            self._receipts.tagger, self.name, message_id, query.get("t"), query.get("tag")
+        )
         status = RECEIPT_STATUSES.get(str(form.get("MessageStatus", "")))
         if status is None:
             return None

@@ -20,7 +20,7 @@ from multidict import MultiDict, MultiMapping
 from smsgw.errors import PermanentProviderError, RetryableProviderError, ThrottledError
 from smsgw.providers.base import OutgoingSms
 from smsgw.providers.http import Answer, HttpProvider, json_object
-from smsgw.providers.receipt_tags import ReceiptTagger
+from smsgw.providers.receipt_tags import ReceiptRoute
 from smsgw.providers.receipts import (
     Receipt,
     ReceiptRequest,
@@ -129,15 +129,11 @@ class VonageProvider(HttpProvider):
     settings_type = VonageProviderSettings
     receives_receipts = True
 
-    def __init__(
-        self,
-        settings: VonageProviderSettings,
-        callback: str | None = None,
-        tagger: ReceiptTagger | None = None,
-    ) -> None:
-        """`callback`: our receipt webhook (None: the account's dashboard setting). With a
-        `tagger`, each `client-ref` carries the tag proving we sent the message through this
-        provider; our webhook refuses receipts without it."""
+    def __init__(self, settings: VonageProviderSettings, receipts: ReceiptRoute | None = None):
+        """`receipts`: our webhook (None: the account's dashboard setting, and no receipts
+        taken), and the tagger whose tag each `client-ref` carries, proving we sent the
+        message through this provider; our webhook refuses receipts without it."""
+        callback = None if receipts is None else receipts.url
         if callback is not None and len(callback) > _CALLBACK_MAX_CHARS:
             raise ValueError(f"Vonage callback URLs are limited to {_CALLBACK_MAX_CHARS} chars")
         super().__init__(
@@ -148,8 +144,7 @@ class VonageProvider(HttpProvider):
                 "Content-Type": "application/x-www-form-urlencoded",
                 "Accept": "application/json",
             },
-            callback=callback,
-            tagger=tagger,
+            receipts=receipts,
         )
         self._signature = (
             None
@@ -182,10 +177,11 @@ class VonageProvider(HttpProvider):
         return [("unsigned_vonage_receipts", detail)]
 
     def _client_ref(self, message_id: str) -> str:
-        if self._tagger is None:
+        if self._receipts is None:
             return message_id
         sent_at = int(time.time())
-        ref = client_ref(message_id, sent_at, self._tagger.tag(self.name, message_id, sent_at))
+        tag = self._receipts.tagger.tag(self.name, message_id, sent_at)
+        ref = client_ref(message_id, sent_at, tag)
         if len(ref) > _CLIENT_REF_MAX_CHARS:
             # Our ids are 36 characters; anything longer is a caller's bug, not a send.
             raise ValueError(f"client-ref over {_CLIENT_REF_MAX_CHARS} characters")
@@ -246,14 +242,13 @@ class VonageProvider(HttpProvider):
     # --- receipts: by GET with a query, or POST as a form or JSON, as the account says ---
 
     def takes_receipts(self) -> bool:
-        return self._callback is not None
+        return self._receipts is not None
 
     async def parse_receipt(self, request: ReceiptRequest) -> Receipt | None:
         """With a signature_secret (signed webhooks on the account), a valid `sig` over a
         `timestamp` of the last 5 minutes is needed too; without one, the tag is the only
         check (warned at start-up). Vonage's `message-timestamp` is checked for staleness."""
-        tagger = self._tagger
-        if self._callback is None or tagger is None:
+        if self._receipts is None:
             raise RuntimeError("no receipts without a callback: see takes_receipts()")
         params = await _params(request)
         if self._signature is not None:
@@ -261,7 +256,7 @@ class VonageProvider(HttpProvider):
         raw_ref = params.get("client-ref")
         message_id, raw_sent_at, tag = parse_client_ref(raw_ref if isinstance(raw_ref, str) else "")
         message_id = our_message_id(message_id)
-        send = check_tag(tagger, self.name, message_id, raw_sent_at, tag)
+        send = check_tag(self._receipts.tagger, self.name, message_id, raw_sent_at, tag)
         refuse_if_stale(_vonage_time(params.get("message-timestamp")))
         status = RECEIPT_STATUSES.get(str(params.get("status", "")))
         if status is None:

@@ -22,7 +22,7 @@ from smsgw.api.keys import RECEIPTS
 from smsgw.app import create_app
 from smsgw.app_keys import RECEIPT_TAGS
 from smsgw.errors import PermanentProviderError
-from smsgw.providers import HttpProvider, OutgoingSms, Receipt, ReceiptRequest, ReceiptTagger
+from smsgw.providers import HttpProvider, OutgoingSms, Receipt, ReceiptRequest, ReceiptRoute
 from smsgw.providers.http import Answer
 from smsgw.providers.receipts import check_tag, our_message_id, short_text
 from smsgw.settings import ProviderSettings, load_settings
@@ -48,38 +48,21 @@ class PigeonProvider(HttpProvider):
     settings_type = PigeonSettings
     receives_receipts = True
 
-    def __init__(
-        self,
-        settings: PigeonSettings,
-        receipt_url: str | None = None,
-        tagger: ReceiptTagger | None = None,
-    ) -> None:
+    def __init__(self, settings: PigeonSettings, receipts: ReceiptRoute | None = None) -> None:
         super().__init__(
             settings,
             base_url=settings.base_url,
             path="/v2/send",
             headers={"X-Pigeon-Key": settings.api_key, "Content-Type": "application/json"},
+            receipts=receipts,
         )
-        self._receipt_url = receipt_url
-        self._tagger = tagger
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: ProviderSettings,
-        *,
-        receipt_url: str | None,
-        tagger: ReceiptTagger | None,
-    ) -> PigeonProvider:
-        assert isinstance(settings, PigeonSettings)
-        return cls(settings, receipt_url, tagger)
 
     def encode(self, sms: OutgoingSms) -> bytes:
         request: dict[str, Any] = {"to": sms.to, "text": sms.body}
-        if self._receipt_url is not None and self._tagger is not None:
+        if self._receipts is not None:
             sent_at = int(time.time())
-            tag = self._tagger.tag(self.name, sms.message_id, sent_at)
-            request.update(ref=f"{sms.message_id}.{sent_at}.{tag}", notify=self._receipt_url)
+            tag = self._receipts.tagger.tag(self.name, sms.message_id, sent_at)
+            request.update(ref=f"{sms.message_id}.{sent_at}.{tag}", notify=self._receipts.url)
         return orjson.dumps(request)
 
     def decode(self, answer: Answer) -> str:
@@ -90,16 +73,16 @@ class PigeonProvider(HttpProvider):
         return message_id
 
     def takes_receipts(self) -> bool:
-        return self._receipt_url is not None
+        return self._receipts is not None
 
     async def parse_receipt(self, request: ReceiptRequest) -> Receipt | None:
-        assert self._tagger is not None
+        assert self._receipts is not None
         data = await request.json_object()
         ref = data.get("ref")
         message_id, _, rest = (ref if isinstance(ref, str) else "").partition(".")
         sent_at, _, tag = rest.partition(".")
         message_id = our_message_id(message_id)
-        send = check_tag(self._tagger, self.name, message_id, sent_at, tag)
+        send = check_tag(self._receipts.tagger, self.name, message_id, sent_at, tag)
         if data.get("state") != "DELIVERED":
             return None
         return Receipt(send, "delivered", short_text(data.get("id")), None)
@@ -218,8 +201,8 @@ async def test_a_receipt_for_a_send_tagged_for_another_provider_is_never_recorde
     tag = tagger.tag("other", message_id, sent_at)
 
     async def careless(self: PigeonProvider, request: ReceiptRequest) -> Receipt | None:
-        assert self._tagger is not None
-        send = check_tag(self._tagger, "other", message_id, str(sent_at), tag)
+        assert self._receipts is not None
+        send = check_tag(self._receipts.tagger, "other", message_id, str(sent_at), tag)
         return Receipt(send, "delivered", None, None)
 
     monkeypatch.setattr(PigeonProvider, "parse_receipt", careless)

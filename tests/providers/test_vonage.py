@@ -21,7 +21,7 @@ from smsgw.errors import (
     RetryableProviderError,
     ThrottledError,
 )
-from smsgw.providers import ReceiptTagger, build_provider
+from smsgw.providers import ReceiptRoute, ReceiptTagger, build_provider
 from smsgw.providers.base import OutgoingSms
 from smsgw.providers.vonage import (
     STATUS_OUTCOMES,
@@ -155,8 +155,7 @@ async def test_numeric_sender_loses_its_plus_and_callback_is_sent(http: Scripted
     tagger = ReceiptTagger(b"k" * 32)
     p = VonageProvider(
         settings(from_="+15005550006", base_url=http.url),
-        callback="https://sms.example.com/cb",
-        tagger=tagger,
+        ReceiptRoute("https://sms.example.com/cb", tagger),
     )
     await p.start()
     try:
@@ -187,7 +186,9 @@ def test_a_tagged_client_ref_of_our_ids_fits_vonages_limit() -> None:
 
 def test_overlong_callback_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="100"):
-        VonageProvider(settings(), callback="https://x.test/" + "a" * 100)
+        VonageProvider(
+            settings(), ReceiptRoute("https://x.test/" + "a" * 100, ReceiptTagger(b"k" * 32))
+        )
 
 
 def test_factory_builds_a_vonage_provider() -> None:
