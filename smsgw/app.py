@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from smsgw._aio import cancel_and_wait
@@ -55,6 +55,7 @@ from smsgw.providers.receipt_tags import receipt_keys
 from smsgw.queue import MemoryQueue
 from smsgw.queue.redis import RedisQueue, default_consumer_name
 from smsgw.queue.sealing import QueueCipher
+from smsgw.redis_connect import PROBE_INTERVAL_S, connect_redis, primary_watch, probe_primary
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import Heartbeat
 from smsgw.settings import Settings
@@ -64,8 +65,6 @@ __all__ = ["create_app", "drain"]
 _log = structlog.get_logger("smsgw")
 _SWEEP_INTERVAL_S = 30.0
 _REDIS_STARTUP_WAIT_S = 10.0
-REDIS_MAX_CONNECTIONS = 64
-REDIS_POOL_WAIT_S = 10.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -151,28 +150,30 @@ def _previous_otp_secret(settings: Settings) -> bytes | None:
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    url = app[SETTINGS].redis.url
-    if url is None:
+    settings = app[SETTINGS].redis
+    if not settings.configured:
         yield
         return
-    # A bounded pool that makes callers wait for a free connection: under a burst (dozens
-    # of 1000-message batches at once) an unbounded pool opens a connection per caller,
-    # and with the event loop busy those connects time out (measured: 503s at 60 batches).
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_POOL_WAIT_S,
-        socket_connect_timeout=5,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    client = Redis(connection_pool=pool)
+    client = connect_redis(settings)
+    probe = None
     try:
         await _wait_for_redis(client)
         app[REDIS] = client
+        if primary_watch(client) is not None:
+            probe = asyncio.create_task(_probe_primary(client), name="smsgw-redis-primary")
         yield
     finally:
-        await client.aclose(close_connection_pool=True)  # the pool was passed in
+        await cancel_and_wait([probe])
+        await client.aclose(close_connection_pool=True)  # the pool is the client's own
+
+
+async def _probe_primary(client: Redis) -> None:
+    while True:
+        await asyncio.sleep(PROBE_INTERVAL_S)
+        try:
+            await probe_primary(client)
+        except RedisError as exc:  # no sentinel answers: commands will fail and say so
+            _log.warning("redis_primary_unknown", detail=str(exc))
 
 
 async def _wait_for_redis(client: Redis) -> None:
@@ -277,6 +278,8 @@ async def _queue(app: web.Application) -> AsyncIterator[None]:
         settings.queue,
         default_consumer_name(),
         cipher=QueueCipher.from_settings(settings),
+        replica_acks=settings.redis.replica_acks,
+        replica_ack_timeout_s=settings.redis.replica_ack_timeout_s,
     )
     app[QUEUE] = queue
     try:

@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"app_keys"},  # what the app factory stores, read by the handlers
     {"otp", "dispatch"},
     {"queue", "limiter", "providers", "audit", "replicas", "scaling"},
+    {"redis_connect"},  # one server or the primary Sentinel names, and its failovers
     # Shared helpers, written once.
     {
         "_aio",

@@ -7,11 +7,9 @@ from aiohttp import web
 from smsgw._aio import map_in_slices
 from smsgw.api.destinations import DestinationErrors, check_length, parse_destination
 from smsgw.api.inputs import decode_json
-from smsgw.api.queueing import queue_full_problem
+from smsgw.api.queueing import enqueue
 from smsgw.api.responses import json_response
 from smsgw.api.schemas import MessageBatchBody, MessageBody
-from smsgw.app_keys import AUDIT, QUEUE
-from smsgw.errors import QueueFull
 from smsgw.phone import PhoneNumber
 from smsgw.queue import Message
 from smsgw.segments import Segmentation, segment
@@ -46,11 +44,7 @@ async def send_message(request: web.Request, client: str, body: bytes) -> web.Re
     segmentation = segment(data.body)
     check_length(request, phone, segmentation, "#/body")
     message = _message(client, data, phone, segmentation)
-    try:
-        await request.app[QUEUE].put(message)
-    except QueueFull as exc:
-        raise queue_full_problem(exc) from exc
-    request.app[AUDIT].accepted(message.id, message.created_at, **message.audit_details())
+    await enqueue(request.app, (message,))
     answer = {
         "id": message.id,
         "status": "queued",
@@ -77,14 +71,5 @@ async def send_batch(request: web.Request, client: str, body: bytes) -> web.Resp
     found = await map_in_slices(checked, list(enumerate(data.messages)), SLICE)
     errors.raise_if_any()  # all or nothing: one bad number refuses the whole batch
     messages = [message for message in found if message is not None]
-    try:
-        await request.app[QUEUE].put_many(messages)
-    except QueueFull as exc:
-        raise queue_full_problem(exc) from exc
-    # Queued first, recorded after, as for one message; a message of a later slice may be
-    # sending before its "accepted" is recorded, which the trail orders by time anyway.
-    audit = request.app[AUDIT]
-    await map_in_slices(
-        lambda m: audit.accepted(m.id, m.created_at, **m.audit_details()), messages, SLICE
-    )
+    await enqueue(request.app, messages)
     return json_response({"ids": [m.id for m in messages]}, status=202)

@@ -1,11 +1,22 @@
-"""Problems shared by every endpoint that queues messages."""
+"""Queueing accepted messages, for every endpoint that sends them."""
 
 from __future__ import annotations
 
-from smsgw.api.problems import Problem
-from smsgw.errors import QueueFull
+from collections.abc import Sequence
 
-__all__ = ["queue_full_problem"]
+from aiohttp import web
+
+from smsgw._aio import map_in_slices
+from smsgw.api.problems import Problem
+from smsgw.app_keys import AUDIT, QUEUE
+from smsgw.errors import QueueFull
+from smsgw.queue import Message
+from smsgw.queue.redis import NotReplicated
+
+__all__ = ["enqueue", "queue_full_problem"]
+
+# Audit events recorded between two yields to the loop.
+SLICE = 100
 
 
 def queue_full_problem(exc: QueueFull) -> Problem:
@@ -15,4 +26,32 @@ def queue_full_problem(exc: QueueFull) -> Problem:
         "Queue full",
         "too many messages are waiting; retry later",
         headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
+async def enqueue(app: web.Application, messages: Sequence[Message]) -> None:
+    """Queue `messages` (all or none) and record each as accepted in the audit trail.
+
+    Queued first, recorded after: a message of a later slice may be sending before its
+    "accepted" is recorded, which the trail orders by time anyway. Not replicated in time
+    (a 503), they are in the queue all the same and may be sent: recorded too.
+    """
+    try:
+        await app[QUEUE].put_many(messages)
+    except QueueFull as exc:
+        raise queue_full_problem(exc) from exc
+    except NotReplicated:
+        await _record_accepted(app, messages)
+        raise
+    await _record_accepted(app, messages)
+
+
+async def _record_accepted(app: web.Application, messages: Sequence[Message]) -> None:
+    audit = app[AUDIT]
+    if len(messages) == 1:
+        message = messages[0]
+        audit.accepted(message.id, message.created_at, **message.audit_details())
+        return
+    await map_in_slices(
+        lambda m: audit.accepted(m.id, m.created_at, **m.audit_details()), messages, SLICE
     )

@@ -31,6 +31,7 @@ from smsgw.otp.templates import Templates
 from smsgw.phone import PhoneNumber
 from smsgw.queue.base import MessageQueue
 from smsgw.queue.message import Message
+from smsgw.queue.redis import NotReplicated
 from smsgw.segments import segment
 from smsgw.settings import OtpSettings
 
@@ -134,11 +135,15 @@ class OtpService:
             # Stored before queued, so a fast delivery never races ahead of its verification.
             replaced = await self._store.save(verification)
             await self._queue.put(message)
-        except BaseException:
+        except BaseException as exc:
             # Nothing was sent, whatever the failure (suspected pumping, a full queue, Redis
             # gone, a cancelled request): undo it all, including the replacement of a code
             # the user may still be holding. Shielded, so a second cancellation cannot stop
-            # the undo half-way.
+            # the undo half-way. Queued but not replicated in time (a 503), the SMS may
+            # still go out: it has its trail, but its code no longer verifies, so the
+            # client's retry starts afresh (no resend cooldown) and that code is the one.
+            if isinstance(exc, NotReplicated):
+                self._audit.accepted(message.id, message.created_at, **message.audit_details())
             undo = self._undo_start(
                 phone.e164, reservation.sent_at, ticket, verification if saving else None, replaced
             )

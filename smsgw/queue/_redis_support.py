@@ -77,6 +77,8 @@ class RedisQueueStats(Counters):
     undecodable: int = 0
     # Round trips to Redis made by this queue (scripts count once).
     redis_calls: int = 0
+    # Puts answered 503 because too few replicas had them in time (redis.min_replicas_ack).
+    replica_ack_timeouts: int = 0
 
 
 class Codec:

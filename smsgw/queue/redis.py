@@ -89,7 +89,20 @@ class QueueUnavailable(SmsgwError, RedisConnectionError):
 
     def __init__(self, detail: str, retry_after_s: int = 1) -> None:
         super().__init__(f"queue unavailable: {detail}")
+        self.detail = detail
         self.retry_after_s = retry_after_s
+
+
+class NotReplicated(QueueUnavailable):
+    """The primary has the messages, but too few replicas had them within the bound: a
+    failover now would lose them. HTTP 503: they may still be sent, so the client retries
+    with the same Idempotency-Key."""
+
+    def __init__(self, replicas: int, acked: int, timeout_s: float) -> None:
+        super().__init__(
+            f"accepted by the Redis primary but by {acked} of the {replicas} replicas it needs "
+            f"within {timeout_s:g} s; it may still be sent: retry with the same Idempotency-Key"
+        )
 
 
 @dataclass(slots=True)
@@ -127,7 +140,11 @@ class RedisQueue:
         settle_linger_s: float = 0.05,
         claim_interval_s: float | None = None,
         renew_interval_s: float | None = None,
+        replica_acks: int = 0,
+        replica_ack_timeout_s: float = 0.5,
     ) -> None:
+        """`replica_acks`: replicas that must have a put's messages before it returns (Redis
+        WAIT, bounded by `replica_ack_timeout_s`; then NotReplicated)."""
         self.max_size = settings.max_size
         self.stats = RedisQueueStats()
         self._redis = redis
@@ -154,6 +171,8 @@ class RedisQueue:
         self._renew_interval_s = renew_interval_s or self._visibility_s / 3
         self.reap_idle_s: float = QUEUE_CONSUMER_IDLE_TTL_S
         self._scripts = Scripts.register(redis)
+        self._replica_acks = replica_acks
+        self._replica_ack_timeout_s = replica_ack_timeout_s
         self._codec = Codec(cipher, self._streams)
         self._outage = Outage(_log, "redis_queue_unavailable", "redis_queue_recovered")
 
@@ -194,8 +213,12 @@ class RedisQueue:
         args: list[Any] = [self.max_size]
         for message in messages:
             args += (stream_index(message.priority), self._codec.encode(message))
+        acked = 0
         try:
-            accepted, total = await self._call(self._scripts.put, self._all_keys, args)
+            if self._replica_acks:
+                accepted, total, acked = await self._put_replicated(args)
+            else:
+                accepted, total = await self._call(self._scripts.put, self._all_keys, args)
         except REDIS_FAILURES as exc:
             self._outage.failed(during="put", error=repr(exc))
             reachable = isinstance(exc, ResponseError)  # it answered, with an error
@@ -205,6 +228,22 @@ class RedisQueue:
         self._total = int(total)
         if not accepted:
             raise QueueFull(retry_after_s=1)
+        if acked < self._replica_acks:
+            self.stats.replica_ack_timeouts += 1
+            raise NotReplicated(self._replica_acks, acked, self._replica_ack_timeout_s)
+
+    async def _put_replicated(self, args: list[Any]) -> tuple[int, int, int]:
+        # WAIT counts the replicas that have this connection's writes: in one pipeline, it
+        # runs on the connection that ran the put. Replication is in order, so what was
+        # written before (an OTP's state) is covered as well.
+        self.stats.redis_calls += 1
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._scripts.put(keys=self._all_keys, args=args, client=pipe)
+            pipe.execute_command(
+                "WAIT", self._replica_acks, max(1, round(self._replica_ack_timeout_s * 1000))
+            )
+            (accepted, total), acked = await pipe.execute()
+        return int(accepted), int(total), int(acked)
 
     async def get(self) -> Message:
         self._start()

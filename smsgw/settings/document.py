@@ -52,8 +52,8 @@ class Settings(Section, frozen=True, kw_only=True):
             ("limiter.backend", self.limiter.backend),
             ("otp.store", self.otp.store),
         ):
-            if backend == "redis" and self.redis.url is None:
-                raise invalid(part, "'redis' needs redis.url")
+            if backend == "redis" and not self.redis.configured:
+                raise invalid(part, "'redis' needs redis.url or redis.sentinels")
         if (
             self.uses_redis(self.queue.backend)
             and self.queue.secret is None
@@ -75,7 +75,7 @@ class Settings(Section, frozen=True, kw_only=True):
 
     def uses_redis(self, backend: Backend) -> bool:
         """Whether a part configured with `backend` lives in Redis."""
-        return backend == "redis" or (backend == "auto" and self.redis.url is not None)
+        return backend == "redis" or (backend == "auto" and self.redis.configured)
 
     @property
     def active_providers(self) -> tuple[ProviderSettings, ...]:

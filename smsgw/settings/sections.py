@@ -110,12 +110,46 @@ class OtpSettings(Section, frozen=True, kw_only=True):
             check_template(f"templates.{name}", template)
 
 
-class RedisSettings(Section, frozen=True, kw_only=True):
-    _secret_fields = frozenset({"url"})  # redis://:password@host carries a secret
+# host:port of a Sentinel (a name or an IPv4 address; IPv6 in brackets).
+SentinelAddress = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")]
 
+
+class RedisSettings(Section, frozen=True, kw_only=True):
+    # redis://:password@host carries a secret
+    _secret_fields = frozenset({"url", "sentinel_password"})
+
+    # One Redis. With `sentinels`, the URL's scheme, credentials and database number are
+    # used for the primary (its host is whatever the sentinels name); it may then be unset.
     url: str | None = None
     # Every key smsgw writes starts with this, so one Redis can serve several gateways.
     key_prefix: str = "smsgw:"
+    # Redis Sentinel: the primary of `sentinel_master` is asked of these, and asked again
+    # after every lost connection, so a failover needs no restart.
+    sentinels: tuple[SentinelAddress, ...] = ()
+    sentinel_master: Annotated[str, Meta(min_length=1)] = "smsgw"
+    sentinel_password: str | None = None  # the sentinels' own (requirepass), often env:
+    # Replicas that must have a message before its 202: a primary that dies right after a
+    # write may not have passed it on. None: 1 with sentinels, 0 otherwise.
+    min_replicas_ack: NonNegativeInt | None = None
+    # How long a 202 waits for those replicas; then 503 with Retry-After.
+    replica_ack_timeout_s: Annotated[float, Meta(gt=0, le=10)] = 0.5
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise invalid("url", "must start with redis://, rediss:// or unix://")
+        if self.sentinels and self.url is not None and self.url.startswith("unix://"):
+            raise invalid("url", "a Sentinel primary is reached over TCP: redis:// or rediss://")
+
+    @property
+    def configured(self) -> bool:
+        """Whether Redis is there at all (one server or a Sentinel-watched primary)."""
+        return self.url is not None or bool(self.sentinels)
+
+    @property
+    def replica_acks(self) -> int:
+        if self.min_replicas_ack is not None:
+            return self.min_replicas_ack
+        return 1 if self.sentinels else 0
 
 
 class LimiterSettings(Section, frozen=True, kw_only=True):

@@ -49,6 +49,7 @@ from smsgw.log import Outage, configure_logging
 from smsgw.processes import ServeProcess, is_loopback, serve_argv
 from smsgw.queue.redis import RedisQueue
 from smsgw.queue.sealing import QueueCipher
+from smsgw.redis_connect import connect_redis
 from smsgw.redis_keys import RedisKeys
 from smsgw.redis_scripts import REDIS_FAILURES
 from smsgw.replicas import BEAT_TTL_S, beats
@@ -107,7 +108,7 @@ def run_supervise(settings: Settings, args: argparse.Namespace, config_path: str
 
 
 def _options(settings: Settings, args: argparse.Namespace, config_path: str | None) -> _Options:
-    if settings.redis.url is None:
+    if not settings.redis.configured:
         raise ConfigError("redis.url", "supervise reads the queue and heartbeats from Redis")
     if not settings.uses_redis(settings.queue.backend):
         raise ConfigError("queue.backend", "supervised workers need the Redis queue")
@@ -218,9 +219,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        redis = Redis.from_url(
-            str(self._settings.redis.url), socket_connect_timeout=5, socket_timeout=5
-        )
+        redis = connect_redis(self._settings.redis)
         # It reads only lengths and ages, but a RedisQueue always has its key.
         cipher = QueueCipher.from_settings(self._settings)
         queue = RedisQueue(
