@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -20,7 +21,6 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.connection import parse_url
 
-from smsgw.counters import Counters
 from smsgw.settings import RedisSettings
 
 __all__ = [
@@ -45,13 +45,15 @@ PROBE_INTERVAL_S = 1.0
 
 
 @dataclass(slots=True)
-class PrimaryWatch(Counters):
+class PrimaryWatch:
     """What this process has seen of the primary (with Sentinel)."""
 
     primary_changes: int = 0  # failovers seen: the primary's address changed
     connects: int = 0  # connections opened to a primary (past the first: reconnects)
     changed_at: float = -math.inf  # time.monotonic() of the last change
     address: str = ""
+    # Called at each change (from the coroutine that found it): what must react at once.
+    listeners: list[Callable[[], None]] = field(default_factory=list, compare=False)
 
     def seen(self, host: str, port: int) -> None:
         address = f"{host}:{port}"
@@ -61,6 +63,9 @@ class PrimaryWatch(Counters):
             self.primary_changes += 1
             self.changed_at = time.monotonic()
             _log.warning("redis_primary_changed", previous=self.address, primary=address)
+            self.address = address
+            for listener in self.listeners:
+                listener()
         self.address = address
 
     def hold_left(self, hold_s: float, now: float) -> float:

@@ -59,6 +59,11 @@ class RedisKeys:
         may hold a copy of it (claimed after a visibility timeout): that copy is skipped."""
         return f"{self.prefix}queue:done:{priority}:{entry_id}"
 
+    def held_marker(self, priority: str, entry_id: str) -> str:
+        """The consumer holding one stream entry, written after a Redis primary change (the
+        new primary may hand the entry to another consumer too): smsgw.queue.failover."""
+        return f"{self.prefix}queue:held:{priority}:{entry_id}"
+
     def verification(self, verification_id: str) -> str:
         return f"{self.prefix}otp:v:{verification_id}"
 

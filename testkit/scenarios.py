@@ -36,7 +36,7 @@ from testkit.harness import (
     sqlite_events,
     vonage_provider,
 )
-from testkit.services import DynaliteServer, RedisServer
+from testkit.services import DynaliteServer, RedisServer, SentinelSet
 
 __all__ = [
     "FaultResult",
@@ -45,6 +45,7 @@ __all__ = [
     "hung_provider",
     "redis_restart",
     "replica_sigkill",
+    "sentinel_failover",
 ]
 
 # A message counts as held up by a fault when it took longer than this to reach a provider.
@@ -337,6 +338,102 @@ async def redis_restart(
             "provider_rate": provider_rate,
             "replicas_alive": alive,
             "statuses": dict(load.statuses),
+        },
+        **_tally(load, taken),
+    )
+
+
+async def sentinel_failover(
+    directory: Path,
+    *,
+    replica_acks: int = 1,
+    redis_replicas: int = 2,
+    rate: float = 300.0,
+    provider_rate: float = 200.0,
+    seconds: float = 8.0,
+    kill_at: float = 3.0,
+    replication_stall_s: float = 0.0,
+) -> FaultResult:
+    """Two replicas on a Sentinel-watched Redis (a primary, `redis_replicas` replicas and
+    three sentinels) with redis.min_replicas_ack = `replica_acks`; the primary is SIGKILLed
+    mid-run and the sentinels promote a replica.
+
+    `replication_stall_s` > 0: the replicas are cut off that long before the kill, so the
+    primary dies holding writes nobody has (as when replication lags under load): with
+    replica_acks 0 those accepted messages are lost, with 1 their puts wait and answer 503
+    instead. Recovery: from the kill until both smsgw replicas accept again
+    and the provider gets a message again (whichever is later); `failover_s` in the details
+    is from the kill until the sentinels name the new primary.
+    """
+    async with _scenario() as (processes, session):
+        redis_set = SentinelSet(_mkdir(directory / "redis"), replicas=redis_replicas)
+        await asyncio.to_thread(redis_set.start)
+        processes.add(redis_set.stop)
+        fake = _fake(processes, directory, "fake", "--latency-ms", "20")
+        providers = [twilio_provider_toml(fake.url, rate=provider_rate)]
+        redis = {"sentinels": redis_set.sentinels, "min_replicas_ack": replica_acks}
+        replicas = [
+            _replica(processes, directory, name, providers, redis=redis) for name in ("a", "b")
+        ]
+        load = Load("failover")
+        killed_at = promoted_at = 0.0
+
+        async def fail_over() -> None:
+            nonlocal killed_at, promoted_at
+            await asyncio.sleep(kill_at - replication_stall_s)
+            if replication_stall_s > 0:
+                await asyncio.to_thread(redis_set.cut_replication)
+                await asyncio.sleep(replication_stall_s)
+            old = await asyncio.to_thread(redis_set.kill_primary)
+            killed_at = time.monotonic()
+            await asyncio.to_thread(redis_set.wait_for_failover, old.port, 30.0)
+            promoted_at = time.monotonic()
+
+        fault = asyncio.create_task(fail_over())
+        await load.run(session, lambda: replicas, rate=rate, seconds=seconds)
+        await fault
+        backlog_s = rate * seconds / provider_rate
+        taken, stats = await _wait_delivered(session, [fake], load, backlog_s + 30)
+        alive = all(r.alive for r in replicas)
+        metrics = [await r.metrics(session) for r in replicas]
+        audit_lost, audit_details = await _sqlite_audit(session, replicas, load)
+    arrivals = stats[0]["arrivals"]
+    firsts = [
+        min(
+            (o.answered_at for o in load.accepted() if o.at >= killed_at and o.replica == r.name),
+            default=None,
+        )
+        for r in replicas
+    ]
+    firsts.append(min((t for t in arrivals if t >= killed_at), default=None))
+    recover = None if None in firsts else max(t for t in firsts if t is not None) - killed_at
+    refused_sent = sum(1 for o in load.offers.values() if o.outcome == "refused" and o.key in taken)
+    # When each duplicate's copies arrived, from the kill (s): what caused them.
+    copies = {
+        key: [round(t - killed_at, 3) for t in times]
+        for key, times in taken.items()
+        if len(times) > 1
+    }
+    stall = f", replication stalled {replication_stall_s:g} s first" if replication_stall_s else ""
+    return FaultResult(
+        fault=f"Sentinel failover (primary SIGKILLed{stall}), min_replicas_ack {replica_acks}",
+        load=f"{rate:g} msg/s offered to 2 replicas, provider rate {provider_rate:g}/s",
+        possible_duplicates=sum(m.dispatch("possible_duplicates") for m in metrics),
+        audit_lost=audit_lost,
+        recover_s=recover,
+        details={
+            **audit_details,
+            "failover_s": round(promoted_at - killed_at, 2),
+            "max_sends_in_1s": max_in_sliding_window(arrivals, 1.0),
+            "provider_rate": provider_rate,
+            "replicas_alive": alive,
+            "statuses": dict(load.statuses),
+            "refused_but_sent": refused_sent,
+            "duplicate_arrivals": dict(list(copies.items())[:10]),
+            "primary_changes": sum(m.value("smsgw_redis_primary_changes_total") for m in metrics),
+            "replica_ack_timeouts": sum(
+                m.value("smsgw_queue_replica_ack_timeouts_total") for m in metrics
+            ),
         },
         **_tally(load, taken),
     )

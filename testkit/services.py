@@ -239,6 +239,16 @@ class SentinelSet:
         port = self.primary_port()
         return next(server for server in self.servers if server.port == port)
 
+    def cut_replication(self) -> None:
+        """Cut the primary's replicas off (their links closed, reconnects refused): the
+        primary goes on taking writes that nobody else has, as when replication lags."""
+        client = redis.Redis(port=self.primary().port, socket_timeout=1)
+        try:
+            client.execute_command("ACL", "SETUSER", "default", "-psync", "-sync")
+            client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        finally:
+            client.close()
+
     def kill_primary(self) -> RedisServer:
         """SIGKILL the primary (the sentinels' current one); return it."""
         primary = self.primary()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 
 from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response
-from smsgw.app_keys import DISPATCHER, QUEUE, SETTINGS, STATE
+from smsgw.app_keys import DISPATCHER, QUEUE, REDIS, SETTINGS, STATE
 
 __all__ = ["healthz", "load_openapi", "openapi", "openapi_document", "readyz"]
 
@@ -35,10 +38,23 @@ async def readyz(request: web.Request) -> web.Response:
     local_queue = not settings.uses_redis(settings.queue.backend)
     if role != "worker" and local_queue and queue.waiting() >= queue.max_size:
         raise Problem(503, "not-ready", "Not ready", "queue full", headers={"Retry-After": "1"})
+    if REDIS in app:
+        await _check_redis(app[REDIS])
     body: dict[str, object] = {"status": "ready", "role": role, "queue_depth": queue.depth()}
     if DISPATCHER in app:
         body["dispatch"] = app[DISPATCHER].stats.as_dict()
     return json_response(body)
+
+
+async def _check_redis(redis: Redis) -> None:
+    # Without a primary nothing can be accepted or sent: not ready (a replica that reaches
+    # one may still be). With Sentinel, the ping goes to whoever is primary now.
+    try:
+        async with asyncio.timeout(READY_REDIS_TIMEOUT_S):
+            await redis.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        detail = f"no Redis primary reachable ({type(exc).__name__})"
+        raise Problem(503, "not-ready", "Not ready", detail, headers={"Retry-After": "1"}) from exc
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -46,6 +62,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 _OPENAPI = web.AppKey("openapi", bytes)
+READY_REDIS_TIMEOUT_S = 0.5
 
 
 def load_openapi(app: web.Application) -> None:

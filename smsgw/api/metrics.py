@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from smsgw.app_keys import AUDIT, DISPATCHER, HEARTBEAT, OTP, QUEUE, REDIS, ROUTER, SETTINGS, STATE
 from smsgw.metric_children import LabelledChildren
+from smsgw.redis_connect import primary_watch
 from smsgw.redis_keys import RedisKeys
 from smsgw.replicas import alive
 from smsgw.scaling import desired_workers, desired_workers_gauge, pending_work
@@ -169,6 +170,8 @@ class _StatsCollector(Collector):
                 )
                 leases.add_metric([], lease_calls)
                 yield leases
+        if REDIS in app:
+            yield from _redis_metrics(app)
         if OTP in app:
             pumping = CounterMetricFamily(
                 "smsgw_pumping_refusals",
@@ -191,6 +194,31 @@ class _StatsCollector(Collector):
                     count = router.transitions[(provider, state)]
                     transitions.add_metric([provider, state], count)
             yield transitions
+
+
+def _redis_metrics(app: web.Application) -> Iterator[Metric]:
+    """Failovers seen and reconnects (with Sentinel), puts refused for want of replicas."""
+    watch = primary_watch(app[REDIS])
+    if watch is not None:
+        changes = CounterMetricFamily(
+            "smsgw_redis_primary_changes", "Redis primary changes (failovers) this replica saw"
+        )
+        changes.add_metric([], watch.primary_changes)
+        connects = CounterMetricFamily(
+            "smsgw_redis_connects", "Connections opened to the Redis primary (reconnects too)"
+        )
+        connects.add_metric([], watch.connects)
+        yield from (changes, connects)
+    # Only the Redis queue keeps counters (and waits for replicas).
+    queue_stats = getattr(app[QUEUE], "stats", None) if QUEUE in app else None
+    timeouts = None if queue_stats is None else queue_stats.get("replica_ack_timeouts")
+    if timeouts is not None:
+        waits = CounterMetricFamily(
+            "smsgw_queue_replica_ack_timeouts",
+            "Puts answered 503: too few replicas had them in time (redis.min_replicas_ack)",
+        )
+        waits.add_metric([], timeouts)
+        yield waits
 
 
 def _lane_metrics(dispatcher: Dispatcher) -> Iterator[Metric]:

@@ -12,6 +12,9 @@
   opens beyond that; when no call has succeeded for a lease, Redis has dropped our entry and
   we open nothing at all (fail closed). Sends already open when Redis went away cannot be
   recalled: they end within the provider's timeout.
+- A new primary (Sentinel failover) may not have the last grants of the old one: for a lease
+  after this replica saw the change no grant grows past what it had (or has open), so the
+  grants recorded only on the old primary have expired before anyone takes their places.
 - refused(): the provider said "too many open" although our share allowed it (a cap set too
   high, or other apps on the same account). The replica lowers its own bound to one below
   what it had open and grows it back by one place every RECOVER_STEP_S, so a wrong cap
@@ -36,6 +39,7 @@ from redis.asyncio import Redis
 from smsgw._aio import cancel_and_wait
 from smsgw.counters import Counters
 from smsgw.log import Outage
+from smsgw.redis_connect import primary_watch
 from smsgw.redis_keys import RedisKeys
 from smsgw.redis_scripts import REDIS_FAILURES, load_script
 
@@ -329,6 +333,7 @@ class RedisInFlight(_Limits):
     ) -> None:
         super().__init__(caps, recover_step_s)
         self._redis = redis
+        self.watch = primary_watch(redis)
         self.script = load_script(redis, "smsgw.limiter", "in_flight.lua")
         self.replica_id = replica_id
         self.lease_s = lease_s
@@ -452,6 +457,9 @@ class _Renewer:
         except (*REDIS_FAILURES, TimeoutError, ValueError) as exc:
             self._failed(exc, sent_at, in_use)
             return
+        watch = owner.watch
+        if watch is not None and watch.hold_left(owner.lease_s, time.monotonic()) > 0:
+            grant = min(grant, max(self._grant, in_use))
         self._grant, self._target = grant, target
         self._valid_until = sent_at + owner.lease_s - LEASE_MARGIN_S
         self._pinned = None

@@ -28,6 +28,11 @@
 - Redis unreachable: leased slots are still used, then acquire() waits (fail closed) while
   the lease is retried with backoff; with `degraded_replicas = N`, a local MemoryLimiter
   paces at rate / N instead until Redis answers again.
+- A new primary (Sentinel failover): its copy of the schedule may miss the last slots the
+  old one leased (replication is asynchronous), so for the look-ahead plus
+  FAILOVER_HOLD_S after this replica saw the change its leases ask for slots after that
+  (lease.lua's hold, shared with every replica through the schedule). Slots leased by the
+  very call that found the new primary are dropped: they were leased without the hold.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from smsgw.counters import Counters
 from smsgw.limiter.base import LATE_SLOT_S
 from smsgw.limiter.memory import COLD_PACE, MemoryLimiter
 from smsgw.log import Outage
+from smsgw.redis_connect import primary_watch
 from smsgw.redis_keys import LIMITER_IDLE_TTL_S, RedisKeys
 from smsgw.redis_scripts import load_script
 from smsgw.retry import Backoff
@@ -66,6 +72,9 @@ RETRY_MAX_S = 0.5
 # Degraded mode starts this long (plus the look-ahead) after Redis failed, and Redis slots
 # this long after the last local grant when it returns: the two never share one window.
 DEGRADED_HOLD_S = 1.0
+# After a primary change, new slots keep this long (plus the look-ahead) clear of the moment
+# it was seen: every slot the old primary leased lies before it plus the look-ahead.
+FAILOVER_HOLD_S = 1.0
 # At most this many interleaved lanes in a provider's schedule (lease.lua).
 MAX_LANES = 8
 # Throttle answers arriving together pause the shared key once, not once each.
@@ -116,6 +125,7 @@ class RedisLimiter:
         idle_ttl_s: float = LIMITER_IDLE_TTL_S,
     ) -> None:
         self._script = load_script(redis, "smsgw.limiter", "lease.lua")
+        self._watch = primary_watch(redis)
         self._keys = keys
         self.settings = settings
         self.idle_ttl_ms = math.ceil(idle_ttl_s * 1000)
@@ -169,6 +179,15 @@ class RedisLimiter:
 
     def key(self, provider: str) -> str:
         return self._keys.limiter(provider)
+
+    def primary_changes(self) -> int:
+        return 0 if self._watch is None else self._watch.primary_changes
+
+    def failover_hold_s(self, now: float) -> float:
+        """How long new slots must still keep clear of now, after a primary change."""
+        if self._watch is None:
+            return 0.0
+        return self._watch.hold_left(FAILOVER_HOLD_S + self.settings.lookahead_s, now)
 
 
 class _SlotQueue:
@@ -414,6 +433,7 @@ class _SlotQueue:
         try:
             sent_at = time.monotonic()
             owner.stats.lease_calls += 1
+            changes = owner.primary_changes()
             try:
                 reply = await owner.call_script(
                     self._key, self._args("lease", want, self._hold_us(sent_at))
@@ -424,6 +444,11 @@ class _SlotQueue:
                     # plus the look-ahead; local grants must keep 1 s clear of them too.
                     hold = DEGRADED_HOLD_S + self._lookahead_s
                     await owner.degraded.pause(self._provider, hold)
+                return
+            if owner.primary_changes() != changes:
+                # Found the new primary on the way: these slots were leased without the
+                # hold. Unused, they cost nothing; the next call (at once) has it.
+                owner.stats.slots_dropped += reply[0]
                 return
             self._apply_lease(time.monotonic(), want, *reply)
         finally:
@@ -473,10 +498,12 @@ class _SlotQueue:
             self._retry_at = received_at
 
     def _hold_us(self, now: float) -> int:
-        """After degraded mode: keep Redis slots 1 s clear of our last local grant."""
-        if self._last_local_grant is None:
-            return 0
-        return max(0, _us(DEGRADED_HOLD_S - (now - self._last_local_grant)))
+        """After degraded mode: keep Redis slots 1 s clear of our last local grant; after a
+        primary change, clear of every slot the old primary may have leased."""
+        hold = self._owner.failover_hold_s(now)
+        if self._last_local_grant is not None:
+            hold = max(hold, DEGRADED_HOLD_S - (now - self._last_local_grant))
+        return max(0, _us(hold))
 
     def _failed(self, exc: BaseException) -> bool:
         """Note a failed call; True if Redis was reachable until now."""

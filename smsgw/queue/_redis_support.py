@@ -62,6 +62,9 @@ class Held:
     reclaimed: bool = False
     # Another consumer has claimed it from us since.
     lost: bool = False
+    # Handed to us again after a primary change while another consumer holds it: dropped
+    # here, not acknowledged (smsgw.queue.failover).
+    elsewhere: bool = False
 
 
 @dataclass(slots=True)

@@ -54,6 +54,7 @@ from smsgw.queue._redis_support import (
     text,
 )
 from smsgw.queue.base import Backlog
+from smsgw.queue.failover import FailoverGuard
 from smsgw.queue.message import Message
 from smsgw.queue.sealing import QueueCipher, Undecodable
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_CONSUMER_IDLE_TTL_S, QUEUE_GROUP, RedisKeys
@@ -171,6 +172,9 @@ class RedisQueue:
         self._renew_interval_s = renew_interval_s or self._visibility_s / 3
         self.reap_idle_s: float = QUEUE_CONSUMER_IDLE_TTL_S
         self._scripts = Scripts.register(redis)
+        self._failover = FailoverGuard.for_client(
+            redis, keys, consumer, settings.visibility_timeout_s
+        )
         self._replica_acks = replica_acks
         self._replica_ack_timeout_s = replica_ack_timeout_s
         self._codec = Codec(cipher, self._streams)
@@ -247,6 +251,10 @@ class RedisQueue:
 
     async def get(self) -> Message:
         self._start()
+        if self._failover is not None:
+            wait = self._failover.hand_out_wait(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
         held = self._pop()
         if held is None:
             future: asyncio.Future[Held] = asyncio.get_running_loop().create_future()
@@ -269,6 +277,9 @@ class RedisQueue:
         held = self._in_flight.pop(id(message), None)
         if held is None:
             _log.warning("ack_unknown_message", message_id=message.id)
+            return
+        if held.elsewhere:
+            self._forget(held)  # another consumer's to finish (smsgw.queue.failover)
             return
         self._add_op(_Op("ack", held.index, held.entry_id, held))
 
@@ -317,12 +328,18 @@ class RedisQueue:
 
     async def was_sent(self, message: Message) -> bool:
         held = self._in_flight.get(id(message))
-        if held is None or not self._may_have_copy(held, time.monotonic()):
+        now = time.monotonic()
+        if held is None or not self._may_have_copy(held, now):
             return False
         key = self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)
         try:
             self.stats.redis_calls += 1
-            done = bool(await self._redis.exists(key))
+            if self._failover is not None and self._failover.suspect(now):
+                verdict = await self._failover.verdict(held)
+                held.elsewhere = verdict == "elsewhere"
+                done = verdict != "ours"
+            else:
+                done = bool(await self._redis.exists(key))
         except REDIS_FAILURES as exc:
             # Cannot tell: a possible duplicate beats a message never sent.
             self._outage.failed(during="was_sent", error=repr(exc))
@@ -398,6 +415,13 @@ class RedisQueue:
             asyncio.create_task(self._settle_loop(), name="smsgw-queue-settle"),
             asyncio.create_task(self._renew_loop(), name="smsgw-queue-renew"),
         ]
+        if self._failover is not None:
+            held = self._held
+            self._tasks.append(
+                asyncio.create_task(
+                    self._failover.run(lambda: list(held.values())), name="smsgw-queue-failover"
+                )
+            )
 
     # -- local bookkeeping --------------------------------------------------------------
 
@@ -464,6 +488,8 @@ class RedisQueue:
         visibility_timeout_s after the last reset of its idle time nobody can claim it,
         and renewals keep that well under half of the timeout.
         """
+        if self._failover is not None and self._failover.suspect(now):
+            return True  # the new primary may have handed out a copy
         return held.reclaimed or held.lost or now - held.lease_at >= self._visibility_s / 2
 
     def _entries(self, flat: list[Any], start: int, lease_at: float, reclaimed: bool) -> list[Held]:
@@ -692,6 +718,12 @@ class RedisQueue:
             args += (op.kind[0], op.index, op.entry_id or "", marker, int(wanted))
             args += (op.delay_ms, op.member) if op.kind == "retry" else (0, "")
         reply = await self._call(self._scripts.settle, [*self._all_keys, *markers], args)
+        if self._failover is not None:
+            self._failover.finished(
+                self._keys.done_marker(PRIORITIES[op.index - 1], op.entry_id)
+                for op in batch
+                if op.kind != "retry" and op.entry_id is not None
+            )
         lost = {(int(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)}
         if not lost:
             return
