@@ -85,6 +85,14 @@ class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         self.watch.connects += 1
         return await self.ask_primary()
 
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:
+            # Closing the whole pool (the client's aclose): the sentinels' clients too,
+            # which redis-py leaves open. A new primary closes only idle connections.
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
     async def ask_primary(self) -> tuple[str, int]:
         host, port = await SentinelConnectionPool.get_master_address(self)  # type: ignore[no-untyped-call]
         self.watch.seen(host, port)

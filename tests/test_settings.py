@@ -655,3 +655,63 @@ def test_nan_is_refused_where_a_bound_applies(raw: dict[str, Any], key: str) -> 
 def test_bounds_name_the_key_and_the_bound(raw: dict[str, Any], key: str, problem: str) -> None:
     error = config_error(raw)
     assert (error.key, problem in error.problem) == (key, True), error
+
+
+SENTINELS = ["10.0.0.1:26379", "sentinel-2.internal:26379", "[fd00::3]:26379"]
+
+
+def test_sentinels_configure_redis_without_a_url() -> None:
+    settings = parse_settings(
+        {
+            "redis": {"sentinels": SENTINELS, "sentinel_password": "env:SP"},
+            "otp": {"secret": "otp-secret-0123456789"},
+        },
+        env={"SP": "sentinel-pass"},
+    )
+    assert settings.redis.configured
+    assert settings.redis.sentinel_master == "smsgw"
+    assert settings.redis.sentinel_password == "sentinel-pass"
+    assert settings.uses_redis(settings.queue.backend)
+    # A 202 waits for one replica by default wherever there are replicas to wait for.
+    assert settings.redis.replica_acks == 1
+
+
+@pytest.mark.parametrize(
+    ("redis", "acks"),
+    [
+        ({}, 0),
+        (REDIS, 0),
+        ({**REDIS, "min_replicas_ack": 2}, 2),
+        ({"sentinels": SENTINELS, "min_replicas_ack": 0}, 0),
+    ],
+)
+def test_replica_acks_default_and_override(redis: dict[str, Any], acks: int) -> None:
+    settings = parse_settings({"redis": redis, "queue": {"backend": "memory"}}, env={})
+    assert settings.redis.replica_acks == acks
+
+
+@pytest.mark.parametrize(
+    ("redis", "key"),
+    [
+        ({"sentinels": ["no-port"]}, "redis.sentinels[0]"),
+        ({"sentinels": ["host:port"]}, "redis.sentinels[0]"),
+        ({"sentinels": SENTINELS, "sentinel_master": ""}, "redis.sentinel_master"),
+        ({"min_replicas_ack": -1, **REDIS}, "redis.min_replicas_ack"),
+        ({"replica_ack_timeout_s": 0, **REDIS}, "redis.replica_ack_timeout_s"),
+        ({"url": "http://127.0.0.1:6379"}, "redis.url"),
+        ({"url": "unix:///run/redis.sock", "sentinels": SENTINELS}, "redis.url"),
+    ],
+)
+def test_bad_redis_settings_name_the_key(redis: dict[str, Any], key: str) -> None:
+    assert config_error({"redis": redis, "queue": {"backend": "memory"}}).key == key
+
+
+def test_the_sentinel_password_is_kept_out_of_the_settings_repr() -> None:
+    settings = parse_settings(
+        {
+            "redis": {"sentinels": SENTINELS, "sentinel_password": "sentinel-pass"},
+            "queue": {"backend": "memory"},
+        },
+        env={},
+    )
+    assert "sentinel-pass" not in repr(settings)
