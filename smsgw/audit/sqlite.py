@@ -30,6 +30,8 @@ __all__ = ["SqliteStore", "recipient_key_range"]
 
 _T = TypeVar("_T")
 _SWEEP_EVERY_S = 3600.0
+# How long opening the file may meet "database is locked" from another process setting it up.
+_SETUP_RETRY_S = 10.0
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AuditEvent)
 
@@ -158,12 +160,11 @@ class SqliteStore:
         if self._db is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self._path, isolation_level=None)
-            # WAL: readers (the API's queries) do not wait for the writer. NORMAL sync is
-            # durable across process crashes, which is what the audit promises.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            try:
+                _set_up(db)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
         return self._db
 
@@ -194,3 +195,22 @@ class SqliteStore:
 
     def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[str, ...]]:
         return self._connection().execute(sql, params).fetchall()
+
+
+def _set_up(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA busy_timeout=5000")
+    # WAL: readers (the API's queries) do not wait for the writer. NORMAL sync is durable
+    # across process crashes, which is what the audit promises. Two processes opening a new
+    # file at once (serve --workers 2) can meet "database is locked" while one switches the
+    # journal mode, without the busy handler being asked: try again for a while.
+    deadline = time.monotonic() + _SETUP_RETRY_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
