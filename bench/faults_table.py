@@ -15,6 +15,7 @@ smsgw's own count of possible duplicates beside it); audit events lost = events 
 after a crash, due) that never reached the audit store; time to recover = per scenario:
 replica kill: until the last message the dead replica held was sent by the survivor;
 Redis: from Redis back until both replicas accept and the provider gets sends again;
+Sentinel: the same from the kill of the primary (the failover itself in the notes);
 DynamoDB, disk: from the store (or space) back until every spooled or held event is stored;
 hung provider: from the fault until the last message it held up reached the other provider.
 """
@@ -37,6 +38,7 @@ from testkit.scenarios import (
     hung_provider,
     redis_restart,
     replica_sigkill,
+    sentinel_failover,
 )
 
 Scenario = Callable[[Path], Awaitable[FaultResult]]
@@ -50,6 +52,15 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "redis-restart-volatile": lambda d: redis_restart(
         d, persistent=False, rate=400.0, provider_rate=200.0, seconds=8.0, down_s=2.0
+    ),
+    # Redis primary SIGKILLed, Sentinel promotes one of its two replicas (redis-ha.md).
+    "sentinel-failover": lambda d: sentinel_failover(d, replica_acks=1, seconds=8.0),
+    # ... with the replicas cut off for 1 s first: what only the old primary had.
+    "sentinel-lagging-acks-0": lambda d: sentinel_failover(
+        d, replica_acks=0, seconds=8.0, replication_stall_s=1.0
+    ),
+    "sentinel-lagging-acks-1": lambda d: sentinel_failover(
+        d, replica_acks=1, seconds=8.0, replication_stall_s=1.0
     ),
     "dynamodb-down": lambda d: dynamodb_outage(d, rate=200.0, outage_s=30.0),
     "provider-hangs": lambda d: hung_provider(d, rate=300.0, seconds=12.0, timeout_s=2.0),
@@ -83,6 +94,11 @@ def _notes(result: FaultResult) -> str:
     details = result.details
     if result.refused:
         notes.append(f"{result.refused} refused (503) while Redis was away")
+    if "failover_s" in details:
+        notes.append(
+            f"failover {details['failover_s']} s, {details['replica_ack_timeouts']:g} "
+            f"refused as not replicated, {details['refused_but_sent']} refused but sent"
+        )
     if result.unknown:
         sent = details.get("unanswered_but_sent", "?")
         notes.append(f"{result.unknown} unanswered (a batch cut by the kill; {sent} of them sent)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -168,8 +169,16 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _probe_primary(client: Redis) -> None:
+    # Every second, and at once after a change (how many replicas the new primary has).
+    changed = asyncio.Event()
+    watch = primary_watch(client)
+    if watch is not None:
+        watch.listeners.append(changed.set)
     while True:
-        await asyncio.sleep(PROBE_INTERVAL_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROBE_INTERVAL_S):
+                await changed.wait()
+        changed.clear()
         try:
             await probe_primary(client)
         except RedisError as exc:  # no sentinel answers: commands will fail and say so

@@ -20,6 +20,7 @@ import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.connection import parse_url
+from redis.exceptions import RedisError
 
 from smsgw.settings import RedisSettings
 
@@ -52,6 +53,8 @@ class PrimaryWatch:
     connects: int = 0  # connections opened to a primary (past the first: reconnects)
     changed_at: float = -math.inf  # time.monotonic() of the last change
     address: str = ""
+    # Replicas the sentinels could promote (not down) at the last probe; None: not known yet.
+    replicas: int | None = None
     # Called at each change (from the coroutine that found it): what must react at once.
     listeners: list[Callable[[], None]] = field(default_factory=list, compare=False)
 
@@ -92,6 +95,17 @@ class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
             # which redis-py leaves open. A new primary closes only idle connections.
             for sentinel in self.sentinel_manager.sentinels:
                 await sentinel.aclose()
+
+    async def count_replicas(self) -> None:
+        # The first sentinel that answers; none answering leaves the count as it was (an
+        # empty answer would read as "no replica to wait for").
+        for sentinel in self.sentinel_manager.sentinels:
+            try:
+                replicas = await sentinel.sentinel_slaves(self.service_name)
+            except (RedisError, OSError):
+                continue
+            self.watch.replicas = sum(1 for replica in replicas if _promotable(replica))
+            return
 
     async def ask_primary(self) -> tuple[str, int]:
         host, port = await SentinelConnectionPool.get_master_address(self)  # type: ignore[no-untyped-call]
@@ -153,11 +167,20 @@ def primary_watch(redis: Redis) -> PrimaryWatch | None:
 
 
 async def probe_primary(redis: Redis) -> None:
-    """Ask the sentinels who is primary now: a change closes idle connections to the old
-    one at once, instead of whenever a connection next fails."""
+    """Ask the sentinels who is primary now (a change closes idle connections to the old
+    one at once, instead of whenever a connection next fails) and how many replicas they
+    could promote."""
     pool = redis.connection_pool
     if isinstance(pool, _SentinelPool):
         await pool.ask_primary()
+        await pool.count_replicas()
+
+
+def _promotable(replica: dict[str, Any]) -> bool:
+    # What Sentinel's own election skips: down, or not reachable from the sentinel (a dead
+    # old primary is listed as a disconnected replica of the new one at once).
+    flags = set(str(replica.get("flags", "")).split(","))
+    return not flags & {"s_down", "o_down", "disconnected"}
 
 
 def _address(entry: str) -> tuple[str, int]:

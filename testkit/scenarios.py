@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,67 @@ async def replica_sigkill(
     )
 
 
+@dataclass(slots=True)
+class _Run:
+    """Two replicas on one Redis through a fault: what the clients and the provider saw."""
+
+    load: Load
+    replicas: list[Smsgw]
+    taken: dict[str, list[float]]
+    arrivals: list[float]
+    metrics: list[Metrics]
+    alive: bool
+    audit_lost: int
+    audit_details: dict[str, int]
+
+    @property
+    def possible_duplicates(self) -> int:
+        return sum(m.dispatch("possible_duplicates") for m in self.metrics)
+
+    def recover_s(self, since: float) -> float | None:
+        """From `since` until both replicas answer 202 again and the provider gets sends
+        again (whichever is later); None if either never happened."""
+        answered = [(o.replica, o.answered_at) for o in self.load.accepted() if o.at >= since]
+        firsts = [
+            min((at for replica, at in answered if replica == r.name), default=None)
+            for r in self.replicas
+        ]
+        firsts.append(min((t for t in self.arrivals if t >= since), default=None))
+        return None if None in firsts else max(t for t in firsts if t is not None) - since
+
+
+async def _two_replicas_through(
+    processes: _Processes,
+    session: aiohttp.ClientSession,
+    directory: Path,
+    fake: FakeProviderProcess,
+    redis: dict[str, Any],
+    fault: Callable[[], Awaitable[None]],
+    *,
+    tag: str,
+    rate: float,
+    seconds: float,
+    provider_rate: float,
+) -> _Run:
+    """Replicas a and b on `redis`, offered `rate` msg/s for `seconds` while `fault` runs;
+    then until everything accepted reached `fake` (the one provider, at `provider_rate`)
+    and the audit caught up."""
+    providers = [twilio_provider_toml(fake.url, rate=provider_rate)]
+    replicas = [_replica(processes, directory, name, providers, redis=redis) for name in ("a", "b")]
+    load = Load(tag)
+    injected = asyncio.create_task(fault())
+    await load.run(session, lambda: replicas, rate=rate, seconds=seconds)
+    await injected
+    backlog_s = rate * seconds / provider_rate
+    taken, stats = await _wait_delivered(session, [fake], load, backlog_s + 30)
+    alive = all(r.alive for r in replicas)
+    metrics = [await r.metrics(session) for r in replicas]
+    audit_lost, audit_details = await _sqlite_audit(session, replicas, load)
+    return _Run(
+        load, replicas, taken, stats[0]["arrivals"], metrics, alive, audit_lost, audit_details
+    )
+
+
 async def redis_restart(
     directory: Path,
     *,
@@ -290,12 +351,6 @@ async def redis_restart(
         redis.start()
         processes.add(redis.stop)
         fake = _fake(processes, directory, "fake", "--latency-ms", "20")
-        providers = [twilio_provider_toml(fake.url, rate=provider_rate)]
-        replicas = [
-            _replica(processes, directory, name, providers, redis={"url": redis.url})
-            for name in ("a", "b")
-        ]
-        load = Load("redis")
         back_at = 0.0
 
         async def restart() -> None:
@@ -306,40 +361,25 @@ async def redis_restart(
             await asyncio.to_thread(redis.start)
             back_at = time.monotonic()
 
-        fault = asyncio.create_task(restart())
-        await load.run(session, lambda: replicas, rate=rate, seconds=seconds)
-        await fault
-        backlog_s = rate * seconds / provider_rate
-        taken, stats = await _wait_delivered(session, [fake], load, backlog_s + 30)
-        alive = all(r.alive for r in replicas)
-        metrics = [await r.metrics(session) for r in replicas]
-        audit_lost, audit_details = await _sqlite_audit(session, replicas, load)
-    arrivals = stats[0]["arrivals"]
-    # Both replicas answer again (202), and the provider gets sends again.
-    firsts = [
-        min(
-            (o.answered_at for o in load.accepted() if o.at >= back_at and o.replica == r.name),
-            default=None,
-        )
-        for r in replicas
-    ]
-    firsts.append(min((t for t in arrivals if t >= back_at), default=None))
-    recover = None if None in firsts else max(t for t in firsts if t is not None) - back_at
-    busiest = max_in_sliding_window(arrivals, 1.0)
+        run = await _two_replicas_through(
+            processes, session, directory, fake, {"url": redis.url}, restart,
+            tag="redis", rate=rate, seconds=seconds, provider_rate=provider_rate,
+        )  # fmt: skip
+    recover, busiest = run.recover_s(back_at), max_in_sliding_window(run.arrivals, 1.0)
     return FaultResult(
         fault=f"Redis restarted ({'append-only file' if persistent else 'no persistence'})",
         load=f"{rate:g} msg/s offered to 2 replicas, provider rate {provider_rate:g}/s",
-        possible_duplicates=sum(m.dispatch("possible_duplicates") for m in metrics),
-        audit_lost=audit_lost,
+        possible_duplicates=run.possible_duplicates,
+        audit_lost=run.audit_lost,
         recover_s=recover,
         details={
-            **audit_details,
+            **run.audit_details,
             "max_sends_in_1s": busiest,
             "provider_rate": provider_rate,
-            "replicas_alive": alive,
-            "statuses": dict(load.statuses),
+            "replicas_alive": run.alive,
+            "statuses": dict(run.load.statuses),
         },
-        **_tally(load, taken),
+        **_tally(run.load, run.taken),
     )
 
 
@@ -370,12 +410,7 @@ async def sentinel_failover(
         await asyncio.to_thread(redis_set.start)
         processes.add(redis_set.stop)
         fake = _fake(processes, directory, "fake", "--latency-ms", "20")
-        providers = [twilio_provider_toml(fake.url, rate=provider_rate)]
         redis = {"sentinels": redis_set.sentinels, "min_replicas_ack": replica_acks}
-        replicas = [
-            _replica(processes, directory, name, providers, redis=redis) for name in ("a", "b")
-        ]
-        load = Load("failover")
         killed_at = promoted_at = 0.0
 
         async def fail_over() -> None:
@@ -389,24 +424,11 @@ async def sentinel_failover(
             await asyncio.to_thread(redis_set.wait_for_failover, old.port, 30.0)
             promoted_at = time.monotonic()
 
-        fault = asyncio.create_task(fail_over())
-        await load.run(session, lambda: replicas, rate=rate, seconds=seconds)
-        await fault
-        backlog_s = rate * seconds / provider_rate
-        taken, stats = await _wait_delivered(session, [fake], load, backlog_s + 30)
-        alive = all(r.alive for r in replicas)
-        metrics = [await r.metrics(session) for r in replicas]
-        audit_lost, audit_details = await _sqlite_audit(session, replicas, load)
-    arrivals = stats[0]["arrivals"]
-    firsts = [
-        min(
-            (o.answered_at for o in load.accepted() if o.at >= killed_at and o.replica == r.name),
-            default=None,
-        )
-        for r in replicas
-    ]
-    firsts.append(min((t for t in arrivals if t >= killed_at), default=None))
-    recover = None if None in firsts else max(t for t in firsts if t is not None) - killed_at
+        run = await _two_replicas_through(
+            processes, session, directory, fake, redis, fail_over,
+            tag="failover", rate=rate, seconds=seconds, provider_rate=provider_rate,
+        )  # fmt: skip
+    load, taken, metrics = run.load, run.taken, run.metrics
     refused_sent = sum(1 for o in load.offers.values() if o.outcome == "refused" and o.key in taken)
     # When each duplicate's copies arrived, from the kill (s): what caused them.
     copies = {
@@ -418,21 +440,24 @@ async def sentinel_failover(
     return FaultResult(
         fault=f"Sentinel failover (primary SIGKILLed{stall}), min_replicas_ack {replica_acks}",
         load=f"{rate:g} msg/s offered to 2 replicas, provider rate {provider_rate:g}/s",
-        possible_duplicates=sum(m.dispatch("possible_duplicates") for m in metrics),
-        audit_lost=audit_lost,
-        recover_s=recover,
+        possible_duplicates=run.possible_duplicates,
+        audit_lost=run.audit_lost,
+        recover_s=run.recover_s(killed_at),
         details={
-            **audit_details,
+            **run.audit_details,
             "failover_s": round(promoted_at - killed_at, 2),
-            "max_sends_in_1s": max_in_sliding_window(arrivals, 1.0),
+            "max_sends_in_1s": max_in_sliding_window(run.arrivals, 1.0),
             "provider_rate": provider_rate,
-            "replicas_alive": alive,
+            "replicas_alive": run.alive,
             "statuses": dict(load.statuses),
             "refused_but_sent": refused_sent,
             "duplicate_arrivals": dict(list(copies.items())[:10]),
             "primary_changes": sum(m.value("smsgw_redis_primary_changes_total") for m in metrics),
             "replica_ack_timeouts": sum(
                 m.value("smsgw_queue_replica_ack_timeouts_total") for m in metrics
+            ),
+            "unreplicated_puts": sum(
+                m.value("smsgw_queue_unreplicated_puts_total") for m in metrics
             ),
         },
         **_tally(load, taken),

@@ -209,16 +209,35 @@ def _redis_metrics(app: web.Application) -> Iterator[Metric]:
         )
         connects.add_metric([], watch.connects)
         yield from (changes, connects)
+        promotable = GaugeMetricFamily(
+            "smsgw_redis_replicas_promotable",
+            "Replicas the sentinels could promote, at the last probe",
+        )
+        if watch.replicas is not None:
+            promotable.add_metric([], watch.replicas)
+        yield promotable
     # Only the Redis queue keeps counters (and waits for replicas).
     queue_stats = getattr(app[QUEUE], "stats", None) if QUEUE in app else None
-    timeouts = None if queue_stats is None else queue_stats.get("replica_ack_timeouts")
-    if timeouts is not None:
-        waits = CounterMetricFamily(
-            "smsgw_queue_replica_ack_timeouts",
-            "Puts answered 503: too few replicas had them in time (redis.min_replicas_ack)",
-        )
-        waits.add_metric([], timeouts)
-        yield waits
+    for stat, name, documentation in _REPLICA_STATS:
+        value = None if queue_stats is None else queue_stats.get(stat)
+        if value is not None:
+            family = CounterMetricFamily(name, documentation)
+            family.add_metric([], value)
+            yield family
+
+
+_REPLICA_STATS = (
+    (
+        "replica_ack_timeouts",
+        "smsgw_queue_replica_ack_timeouts",
+        "Puts answered 503: too few replicas had them in time (redis.min_replicas_ack)",
+    ),
+    (
+        "unreplicated_puts",
+        "smsgw_queue_unreplicated_puts",
+        "Puts that waited for fewer replicas than redis.min_replicas_ack: no more to promote",
+    ),
+)
 
 
 def _lane_metrics(dispatcher: Dispatcher) -> Iterator[Metric]:

@@ -82,6 +82,8 @@ class RedisQueueStats(Counters):
     redis_calls: int = 0
     # Puts answered 503 because too few replicas had them in time (redis.min_replicas_ack).
     replica_ack_timeouts: int = 0
+    # Puts that waited for fewer replicas than that, because the sentinels knew no more.
+    unreplicated_puts: int = 0
 
 
 class Codec:

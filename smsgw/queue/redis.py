@@ -57,6 +57,7 @@ from smsgw.queue.base import Backlog
 from smsgw.queue.failover import FailoverGuard
 from smsgw.queue.message import Message
 from smsgw.queue.sealing import QueueCipher, Undecodable
+from smsgw.redis_connect import primary_watch
 from smsgw.redis_keys import DEDUPE_TTL_S, QUEUE_CONSUMER_IDLE_TTL_S, QUEUE_GROUP, RedisKeys
 from smsgw.redis_scripts import REDIS_FAILURES
 from smsgw.retry import Backoff
@@ -177,6 +178,8 @@ class RedisQueue:
         )
         self._replica_acks = replica_acks
         self._replica_ack_timeout_s = replica_ack_timeout_s
+        self._watch = primary_watch(redis)
+        self._short_of_replicas = False
         self._codec = Codec(cipher, self._streams)
         self._outage = Outage(_log, "redis_queue_unavailable", "redis_queue_recovered")
 
@@ -217,10 +220,10 @@ class RedisQueue:
         args: list[Any] = [self.max_size]
         for message in messages:
             args += (stream_index(message.priority), self._codec.encode(message))
-        acked = 0
+        acked, wanted = 0, self._acks_wanted()
         try:
-            if self._replica_acks:
-                accepted, total, acked = await self._put_replicated(args)
+            if wanted:
+                accepted, total, acked = await self._put_replicated(args, wanted)
             else:
                 accepted, total = await self._call(self._scripts.put, self._all_keys, args)
         except REDIS_FAILURES as exc:
@@ -232,20 +235,33 @@ class RedisQueue:
         self._total = int(total)
         if not accepted:
             raise QueueFull(retry_after_s=1)
-        if acked < self._replica_acks:
+        if acked < wanted:
             self.stats.replica_ack_timeouts += 1
-            raise NotReplicated(self._replica_acks, acked, self._replica_ack_timeout_s)
+            raise NotReplicated(wanted, acked, self._replica_ack_timeout_s)
 
-    async def _put_replicated(self, args: list[Any]) -> tuple[int, int, int]:
+    def _acks_wanted(self) -> int:
+        """redis.min_replicas_ack, or fewer while the sentinels know fewer replicas they could
+        promote: waiting for a replica that is not there keeps nothing safe (a primary
+        without one has no failover to lose the message in), it only refuses every put."""
+        wanted = self._replica_acks
+        replicas = None if self._watch is None else self._watch.replicas
+        if replicas is None or replicas >= wanted:
+            self._short_of_replicas = False
+            return wanted
+        self.stats.unreplicated_puts += 1
+        if not self._short_of_replicas:
+            self._short_of_replicas = True
+            _log.warning("redis_replicas_missing", wanted=wanted, promotable=replicas)
+        return replicas
+
+    async def _put_replicated(self, args: list[Any], wanted: int) -> tuple[int, int, int]:
         # WAIT counts the replicas that have this connection's writes: in one pipeline, it
         # runs on the connection that ran the put. Replication is in order, so what was
         # written before (an OTP's state) is covered as well.
         self.stats.redis_calls += 1
         async with self._redis.pipeline(transaction=False) as pipe:
             await self._scripts.put(keys=self._all_keys, args=args, client=pipe)
-            pipe.execute_command(
-                "WAIT", self._replica_acks, max(1, round(self._replica_ack_timeout_s * 1000))
-            )
+            pipe.execute_command("WAIT", wanted, max(1, round(self._replica_ack_timeout_s * 1000)))
             (accepted, total), acked = await pipe.execute()
         return int(accepted), int(total), int(acked)
 
