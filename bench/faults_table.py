@@ -54,7 +54,9 @@ SCENARIOS: dict[str, Scenario] = {
         d, persistent=False, rate=400.0, provider_rate=200.0, seconds=8.0, down_s=2.0
     ),
     # Redis primary SIGKILLed, Sentinel promotes one of its two replicas (redis-ha.md).
-    "sentinel-failover": lambda d: sentinel_failover(d, replica_acks=1, seconds=8.0),
+    "sentinel-failover": lambda d: sentinel_failover(
+        d, replica_acks=1, redis_replicas=1, seconds=8.0
+    ),
     # ... with the replicas cut off for 1 s first: what only the old primary had.
     "sentinel-lagging-acks-0": lambda d: sentinel_failover(
         d, replica_acks=0, seconds=8.0, replication_stall_s=1.0
@@ -96,8 +98,9 @@ def _notes(result: FaultResult) -> str:
         notes.append(f"{result.refused} refused (503) while Redis was away")
     if "failover_s" in details:
         notes.append(
-            f"failover {details['failover_s']} s, {details['replica_ack_timeouts']:g} "
-            f"refused as not replicated, {details['refused_but_sent']} refused but sent"
+            f"failover {details['failover_s']} s, {details['replica_ack_timeouts']:g} puts "
+            f"refused as not replicated ({details['refused_but_sent']} messages of them sent), "
+            f"{details['unreplicated_puts']:g} accepted with no replica left"
         )
     if result.unknown:
         sent = details.get("unanswered_but_sent", "?")
