@@ -172,17 +172,26 @@ async def _probe_primary(client: Redis) -> None:
     # Every second, and at once after a change (how many replicas the new primary has).
     changed = asyncio.Event()
     watch = primary_watch(client)
-    if watch is not None:
-        watch.listeners.append(changed.set)
-    while True:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PROBE_INTERVAL_S):
-                await changed.wait()
-        changed.clear()
-        try:
-            await probe_primary(client)
-        except RedisError as exc:  # no sentinel answers: commands will fail and say so
-            _log.warning("redis_primary_unknown", detail=str(exc))
+    assert watch is not None  # started only with Sentinel
+    watch.listeners.append(changed.set)
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_INTERVAL_S):
+                    await changed.wait()
+            changed.clear()
+            await _probe_once(client)
+    finally:
+        watch.listeners.remove(changed.set)
+
+
+async def _probe_once(client: Redis) -> None:
+    try:
+        await probe_primary(client)
+    except RedisError as exc:  # no sentinel answers: commands will fail and say so
+        _log.warning("redis_primary_unknown", detail=str(exc))
+    except Exception:
+        _log.exception("redis_probe_bug")  # the probe must go on
 
 
 async def _wait_for_redis(client: Redis) -> None:

@@ -10,6 +10,7 @@ may not know the slots the old primary leased).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -89,12 +90,15 @@ class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         return await self.ask_primary()
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        await super().disconnect(inuse_connections)
-        if inuse_connections:
-            # Closing the whole pool (the client's aclose): the sentinels' clients too,
-            # which redis-py leaves open. A new primary closes only idle connections.
-            for sentinel in self.sentinel_manager.sentinels:
-                await sentinel.aclose()
+        try:
+            await super().disconnect(inuse_connections)
+        finally:
+            if inuse_connections:
+                # Closing the whole pool (the client's aclose): the sentinels' clients too,
+                # which redis-py leaves open. A new primary closes only idle connections.
+                for sentinel in self.sentinel_manager.sentinels:
+                    with contextlib.suppress(RedisError, OSError):
+                        await sentinel.aclose()
 
     async def count_replicas(self) -> None:
         # The first sentinel that answers; none answering leaves the count as it was (an
@@ -180,7 +184,9 @@ def _promotable(replica: dict[str, Any]) -> bool:
     # What Sentinel's own election skips: down, or not reachable from the sentinel (a dead
     # old primary is listed as a disconnected replica of the new one at once).
     flags = set(str(replica.get("flags", "")).split(","))
-    return not flags & {"s_down", "o_down", "disconnected"}
+    # Priority 0: never promoted, so its copy of a message saves nothing in a failover.
+    never = str(replica.get("slave-priority", replica.get("replica-priority", 1))) == "0"
+    return not flags & {"s_down", "o_down", "disconnected"} and not never
 
 
 def _address(entry: str) -> tuple[str, int]:

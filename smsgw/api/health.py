@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from smsgw.api.problems import Problem
 from smsgw.api.responses import json_response
 from smsgw.app_keys import DISPATCHER, QUEUE, REDIS, SETTINGS, STATE
+from smsgw.redis_connect import primary_watch
 
 __all__ = ["healthz", "load_openapi", "openapi", "openapi_document", "readyz"]
 
@@ -38,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
     local_queue = not settings.uses_redis(settings.queue.backend)
     if role != "worker" and local_queue and queue.waiting() >= queue.max_size:
         raise Problem(503, "not-ready", "Not ready", "queue full", headers={"Retry-After": "1"})
-    if REDIS in app:
+    if REDIS in app and primary_watch(app[REDIS]) is not None:
         await _check_redis(app[REDIS])
     body: dict[str, object] = {"status": "ready", "role": role, "queue_depth": queue.depth()}
     if DISPATCHER in app:
@@ -47,8 +48,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _check_redis(redis: Redis) -> None:
-    # Without a primary nothing can be accepted or sent: not ready (a replica that reaches
-    # one may still be). With Sentinel, the ping goes to whoever is primary now.
+    # With Sentinel: without a primary nothing can be accepted or sent, so not ready (while
+    # the sentinels elect one). The ping goes to whoever is primary now. One Redis by URL
+    # is not checked: down, it is down for every replica at once, and an API answering 503
+    # with Retry-After itself serves clients better than a load balancer with no endpoints.
     try:
         async with asyncio.timeout(READY_REDIS_TIMEOUT_S):
             await redis.ping()

@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 
 from smsgw.api.problems import Problem, problem_response
+from smsgw.api.queueing import AcceptedUnconfirmed
 from smsgw.redis_keys import IDEMPOTENCY_TTL_S
 
 __all__ = [
@@ -148,15 +149,24 @@ class Idempotency:
             response = await call()
         except Problem as problem:
             response = problem_response(problem)
+        except AcceptedUnconfirmed as unconfirmed:
+            # Answered 503, but the messages are queued: a retry gets their 202.
+            await self._keep(client, key, fingerprint, unconfirmed.response)
+            raise
         except BaseException:
             await self._backend.release(client, key)
             raise
+        await self._keep(client, key, fingerprint, response)
+        return response
+
+    async def _keep(
+        self, client: str, key: str, fingerprint: bytes, response: web.Response
+    ) -> None:
         answer = _kept(fingerprint, response, self._max_answer_bytes)
         if answer is None:
             await self._backend.release(client, key)
         else:
             await self._backend.complete(client, key, answer)
-        return response
 
 
 def _kept(fingerprint: bytes, response: web.Response, limit: int) -> StoredAnswer | None:

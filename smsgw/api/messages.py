@@ -7,7 +7,7 @@ from aiohttp import web
 from smsgw._aio import map_in_slices
 from smsgw.api.destinations import DestinationErrors, check_length, parse_destination
 from smsgw.api.inputs import decode_json
-from smsgw.api.queueing import enqueue
+from smsgw.api.queueing import accepted, enqueue
 from smsgw.api.responses import json_response
 from smsgw.api.schemas import MessageBatchBody, MessageBody
 from smsgw.phone import PhoneNumber
@@ -44,14 +44,14 @@ async def send_message(request: web.Request, client: str, body: bytes) -> web.Re
     segmentation = segment(data.body)
     check_length(request, phone, segmentation, "#/body")
     message = _message(client, data, phone, segmentation)
-    await enqueue(request.app, (message,))
+    unconfirmed = await enqueue(request.app, (message,))
     answer = {
         "id": message.id,
         "status": "queued",
         "segments": segmentation.segments,
         "encoding": segmentation.encoding,
     }
-    return json_response(answer, status=202)
+    return accepted(json_response(answer, status=202), unconfirmed)
 
 
 async def send_batch(request: web.Request, client: str, body: bytes) -> web.Response:
@@ -71,5 +71,5 @@ async def send_batch(request: web.Request, client: str, body: bytes) -> web.Resp
     found = await map_in_slices(checked, list(enumerate(data.messages)), SLICE)
     errors.raise_if_any()  # all or nothing: one bad number refuses the whole batch
     messages = [message for message in found if message is not None]
-    await enqueue(request.app, messages)
-    return json_response({"ids": [m.id for m in messages]}, status=202)
+    unconfirmed = await enqueue(request.app, messages)
+    return accepted(json_response({"ids": [m.id for m in messages]}, status=202), unconfirmed)

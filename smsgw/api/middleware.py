@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from smsgw.api.problems import Problem, problem_response
+from smsgw.api.queueing import AcceptedUnconfirmed
 from smsgw.queue.redis import NotReplicated
 
 __all__ = ["TRACEBACK_EVERY_S", "error_middleware", "quiet_bad_requests"]
@@ -46,11 +47,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except Problem as problem:
         response = problem_response(problem)
-    except NotReplicated as exc:
+    except (NotReplicated, AcceptedUnconfirmed) as exc:
         # Counted by the queue (replica_ack_timeouts); the client is told what happened.
-        retry = {"Retry-After": str(exc.retry_after_s)}
+        cause = exc.cause if isinstance(exc, AcceptedUnconfirmed) else exc
+        retry = {"Retry-After": str(cause.retry_after_s)}
         response = problem_response(
-            Problem(503, "not-replicated", "Service Unavailable", exc.detail, headers=retry)
+            Problem(503, "not-replicated", "Service Unavailable", cause.detail, headers=retry)
         )
     except RedisError as exc:
         # Shared state is unreachable: a client should retry (soon, or on another replica).

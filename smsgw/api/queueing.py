@@ -13,7 +13,7 @@ from smsgw.errors import QueueFull
 from smsgw.queue import Message
 from smsgw.queue.redis import NotReplicated
 
-__all__ = ["enqueue", "queue_full_problem"]
+__all__ = ["AcceptedUnconfirmed", "accepted", "enqueue", "queue_full_problem"]
 
 # Audit events recorded between two yields to the loop.
 SLICE = 100
@@ -29,21 +29,42 @@ def queue_full_problem(exc: QueueFull) -> Problem:
     )
 
 
-async def enqueue(app: web.Application, messages: Sequence[Message]) -> None:
-    """Queue `messages` (all or none) and record each as accepted in the audit trail.
+class AcceptedUnconfirmed(Exception):
+    """Queued, but on too few replicas in time (`cause`): answered 503 not-replicated, while
+    the Idempotency-Key keeps `response` (the 202) for the client's retry, so a retry with
+    it gets that answer instead of queueing the messages a second time. If the primary dies
+    before passing them on, the kept answer dies with them and the retry queues anew."""
+
+    def __init__(self, cause: NotReplicated, response: web.Response) -> None:
+        super().__init__(cause.detail)
+        self.cause = cause
+        self.response = response
+
+
+async def enqueue(app: web.Application, messages: Sequence[Message]) -> NotReplicated | None:
+    """Queue `messages` (all or none) and record each as accepted in the audit trail; the
+    refusal if they are queued but not replicated in time (see `accepted`).
 
     Queued first, recorded after: a message of a later slice may be sending before its
-    "accepted" is recorded, which the trail orders by time anyway. Not replicated in time
-    (a 503), they are in the queue all the same and may be sent: recorded too.
+    "accepted" is recorded, which the trail orders by time anyway. Not replicated in time,
+    they are in the queue all the same and may be sent: recorded too.
     """
+    unconfirmed = None
     try:
         await app[QUEUE].put_many(messages)
     except QueueFull as exc:
         raise queue_full_problem(exc) from exc
-    except NotReplicated:
-        await _record_accepted(app, messages)
-        raise
+    except NotReplicated as exc:
+        unconfirmed = exc
     await _record_accepted(app, messages)
+    return unconfirmed
+
+
+def accepted(response: web.Response, unconfirmed: NotReplicated | None) -> web.Response:
+    """The 202 of queued messages, or AcceptedUnconfirmed raised with it."""
+    if unconfirmed is not None:
+        raise AcceptedUnconfirmed(unconfirmed, response)
+    return response
 
 
 async def _record_accepted(app: web.Application, messages: Sequence[Message]) -> None:

@@ -19,6 +19,7 @@ consumer can be handed out again, to it or to another. So each consumer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -63,7 +64,9 @@ class FailoverGuard:
         self._held_ttl_s = max(1, round(held_ttl_s))
         self._finished: deque[tuple[float, str]] = deque()
         self._changed = asyncio.Event()
-        watch.listeners.append(self._changed.set)
+        self._current = asyncio.Event()  # our markers are on the latest primary
+        self._current.set()
+        watch.listeners.append(self._on_change)
         self.republished = 0  # markers written again after changes
 
     @classmethod
@@ -81,6 +84,10 @@ class FailoverGuard:
         while remembered and remembered[0][0] < now - MEMORY_S:
             remembered.popleft()
 
+    def close(self) -> None:
+        if self._on_change in self._watch.listeners:
+            self._watch.listeners.remove(self._on_change)
+
     async def run(self, holding: Callable[[], Iterable[Held]]) -> None:
         """At each primary change, write our markers on the new primary (until it works)."""
         backoff = Backoff(0.05, 0.5)
@@ -93,8 +100,12 @@ class FailoverGuard:
                     break
                 except REDIS_FAILURES as exc:
                     _log.warning("queue_markers_not_republished", error=repr(exc))
-                    await asyncio.sleep(backoff.next())
+                except Exception:
+                    _log.exception("queue_failover_bug")  # never end the task: log, retry
+                await asyncio.sleep(backoff.next())
             backoff.reset()
+            if not self._changed.is_set():  # else another change came: write them again
+                self._current.set()
 
     def suspect(self, now: float) -> bool:
         return now < self._watch.changed_at + SUSPECT_S
@@ -103,7 +114,13 @@ class FailoverGuard:
         return max(0.0, self._watch.changed_at + GRACE_S - now)
 
     async def verdict(self, entry: Held) -> Verdict:
-        """Whether another copy of `entry` was finished, is held elsewhere, or neither."""
+        """Whether another copy of `entry` was finished, is held elsewhere, or neither.
+
+        Our own markers first (a copy we finished before the change would read as "ours"),
+        for at most GRACE_S: Redis that cannot take them cannot answer this either."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GRACE_S):
+                await self._current.wait()
         done_key = self._keys.done_marker(PRIORITIES[entry.index - 1], entry.entry_id)
         done, holder = await self._redis.mget(done_key, self._held_marker(entry))
         if done is not None:
@@ -124,6 +141,10 @@ class FailoverGuard:
                 await pipe.execute()
         self.republished += len(done) + len(held)
         _log.info("queue_markers_republished", done=len(done), held=len(held))
+
+    def _on_change(self) -> None:
+        self._current.clear()
+        self._changed.set()
 
     def _held_marker(self, entry: Held) -> str:
         return self._keys.held_marker(PRIORITIES[entry.index - 1], entry.entry_id)

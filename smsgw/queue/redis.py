@@ -38,7 +38,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from smsgw._aio import cancel_and_wait
 from smsgw.errors import QueueFull, SmsgwError
@@ -73,6 +73,9 @@ _PROMOTE_LIMIT = 500
 _SETTLE_LIMIT = 1000
 # A settle call goes out at once when this many outcomes wait, else after the linger.
 _SETTLE_BATCH = 200
+# Puts waiting for replicas (redis.min_replicas_ack) at once, each holding a connection: a
+# quarter of the pool (smsgw.redis_connect.REDIS_MAX_CONNECTIONS).
+REPLICATED_PUTS_AT_ONCE = 16
 # Entries per renew call.
 _RENEW_LIMIT = 1000
 # How often the consumption rate that sizes prefetching is re-estimated.
@@ -180,6 +183,7 @@ class RedisQueue:
         self._replica_ack_timeout_s = replica_ack_timeout_s
         self._watch = primary_watch(redis)
         self._short_of_replicas = False
+        self._replicated_puts = asyncio.Semaphore(REPLICATED_PUTS_AT_ONCE)
         self._codec = Codec(cipher, self._streams)
         self._outage = Outage(_log, "redis_queue_unavailable", "redis_queue_recovered")
 
@@ -257,13 +261,28 @@ class RedisQueue:
     async def _put_replicated(self, args: list[Any], wanted: int) -> tuple[int, int, int]:
         # WAIT counts the replicas that have this connection's writes: in one pipeline, it
         # runs on the connection that ran the put. Replication is in order, so what was
-        # written before (an OTP's state) is covered as well.
-        self.stats.redis_calls += 1
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._scripts.put(keys=self._all_keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", wanted, max(1, round(self._replica_ack_timeout_s * 1000)))
-            (accepted, total), acked = await pipe.execute()
-        return int(accepted), int(total), int(acked)
+        # written before (an OTP's state) is covered as well. A put holds its connection
+        # until the replicas answer: while they lag, a bound keeps these from taking the
+        # whole pool (fetches, settles and leases need it too).
+        put = self._scripts.put
+        timeout_ms = max(1, round(self._replica_ack_timeout_s * 1000))
+        async with self._replicated_puts:
+            for attempt in (1, 2):
+                self.stats.redis_calls += 1
+                # EVALSHA itself: a script in a pipeline would add a SCRIPT EXISTS round
+                # trip to every put. NOSCRIPT (a new primary) means it did not run.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(put.sha, len(self._all_keys), *self._all_keys, *args)
+                    pipe.execute_command("WAIT", wanted, timeout_ms)
+                    try:
+                        (accepted, total), acked = await pipe.execute()
+                    except NoScriptError:
+                        if attempt == 2:
+                            raise
+                        await self._redis.script_load(put.script)
+                        continue
+                return int(accepted), int(total), int(acked)
+        raise AssertionError("unreachable")
 
     async def get(self) -> Message:
         self._start()
@@ -415,6 +434,8 @@ class RedisQueue:
         except TimeoutError:
             _log.warning("queue_close_unsettled", outcomes=len(self._ops))
         self._closed = True
+        if self._failover is not None:
+            self._failover.close()
         await cancel_and_wait(self._tasks)
         self._tasks = []
         for future in self._getters:
@@ -458,6 +479,9 @@ class RedisQueue:
             self._buffers[held.index - 1].appendleft(held)
 
     def _accept(self, entries: list[Held]) -> None:
+        # Right after a primary change nothing is handed out, to getters already waiting
+        # either, until the other consumers have written their markers (queue.failover).
+        wait = 0.0 if self._failover is None else self._failover.hand_out_wait(time.monotonic())
         for held in entries:
             key = (held.index, held.entry_id)
             mine = self._held.get(key)
@@ -466,13 +490,27 @@ class RedisQueue:
                 continue
             self._held[key] = held
             self._empty.clear()
-            while self._getters:
-                future = self._getters.popleft()
-                if not future.done():
-                    future.set_result(held)
-                    break
-            else:
+            if wait > 0 or not self._hand_to_getter(held):
                 self._buffers[held.index - 1].append(held)
+        if wait > 0 and entries:
+            asyncio.get_running_loop().call_later(wait, self._serve_getters)
+
+    def _hand_to_getter(self, held: Held) -> bool:
+        while self._getters:
+            future = self._getters.popleft()
+            if not future.done():
+                future.set_result(held)
+                return True
+        return False
+
+    def _serve_getters(self) -> None:
+        while self._getters:
+            held = self._pop()
+            if held is None:
+                return
+            if not self._hand_to_getter(held):
+                self._give_back(held)
+                return
 
     @staticmethod
     def _claimed_back(mine: Held, lease_at: float) -> None:

@@ -131,8 +131,9 @@ class RedisSettings(Section, frozen=True, kw_only=True):
     # Replicas that must have a message before its 202: a primary that dies right after a
     # write may not have passed it on. None: 1 with sentinels, 0 otherwise.
     min_replicas_ack: NonNegativeInt | None = None
-    # How long a 202 waits for those replicas; then 503 with Retry-After.
-    replica_ack_timeout_s: Annotated[float, Meta(gt=0, le=10)] = 0.5
+    # How long a 202 waits for those replicas; then 503 with Retry-After. Below the 5 s
+    # socket timeout, so a long wait reads as "not replicated", not as Redis gone.
+    replica_ack_timeout_s: Annotated[float, Meta(gt=0, le=4)] = 0.5
 
     def __post_init__(self) -> None:
         if self.url is not None and not self.url.startswith(("redis://", "rediss://", "unix://")):

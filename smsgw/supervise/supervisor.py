@@ -229,7 +229,7 @@ class Supervisor:
             runner = await self._serve_metrics()
         except OSError as exc:
             _log.error("metrics_bind_failed", port=self._options.metrics_port, detail=str(exc))
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)
             return 2
         scaling = self._options.scaling
         _log.info("supervisor_started", min=scaling.min_workers, max=scaling.max_workers)
@@ -243,7 +243,7 @@ class Supervisor:
                 _log.info("supervisor_stopping", workers=len(self._workers))
             finally:
                 await self._stop_all()
-                await redis.aclose()
+                await redis.aclose(close_connection_pool=True)
                 if runner is not None:
                     await runner.cleanup()
         _log.info("supervisor_stopped")

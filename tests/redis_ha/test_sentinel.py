@@ -184,6 +184,32 @@ async def test_a_message_no_replica_has_is_a_503_that_says_so_and_is_audited(
     assert "smsgw_queue_replica_ack_timeouts_total 1.0" in metrics
 
 
+async def test_a_retry_with_the_idempotency_key_gets_the_202_not_a_second_copy(
+    sentinel_set: SentinelSet, app_client: Client
+) -> None:
+    sentinel_set.cut_replication()
+    headers = {"Idempotency-Key": "retry-me-0001"}
+    batch = {"messages": [{"to": PHONE, "body": f"m{n}"} for n in range(3)]}
+    refused = await app_client.post("/v1/messages/batch", json=batch, headers=headers)
+    assert refused.status == 503
+    assert (await refused.json())["type"].endswith("not-replicated")
+    # Queued on the primary all the same: the retry replays their 202 (the primary still
+    # has the kept answer; had it died, the answer would be gone with the messages).
+    again = await app_client.post("/v1/messages/batch", json=batch, headers=headers)
+    assert again.status == 202
+    ids = (await again.json())["ids"]
+    assert len(ids) == 3
+    deadline = time.monotonic() + 10
+    while True:
+        listed = await app_client.get("/v1/messages", params={"to": PHONE})
+        found = {m["id"] for m in (await listed.json())["messages"]}
+        if found >= set(ids):
+            break
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.1)
+    assert found == set(ids)  # three messages, not six
+
+
 async def test_readyz_needs_a_reachable_primary(
     sentinel_set: SentinelSet, app_client: Client
 ) -> None:
