@@ -55,7 +55,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     # Redis primary SIGKILLed, Sentinel promotes one of its two replicas (redis-ha.md).
     "sentinel-failover": lambda d: sentinel_failover(
-        d, replica_acks=1, redis_replicas=1, seconds=8.0
+        d, replica_acks=1, redis_replicas=1, seconds=8.0, otp_per_tick=1
     ),
     # ... with the replicas cut off for 1 s first: what only the old primary had.
     "sentinel-lagging-acks-0": lambda d: sentinel_failover(

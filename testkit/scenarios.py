@@ -309,6 +309,7 @@ async def _two_replicas_through(
     rate: float,
     seconds: float,
     provider_rate: float,
+    otp_per_tick: int = 0,
 ) -> _Run:
     """Replicas a and b on `redis`, offered `rate` msg/s for `seconds` while `fault` runs;
     then until everything accepted reached `fake` (the one provider, at `provider_rate`)
@@ -317,7 +318,7 @@ async def _two_replicas_through(
     replicas = [_replica(processes, directory, name, providers, redis=redis) for name in ("a", "b")]
     load = Load(tag)
     injected = asyncio.create_task(fault())
-    await load.run(session, lambda: replicas, rate=rate, seconds=seconds)
+    await load.run(session, lambda: replicas, rate=rate, seconds=seconds, otp_per_tick=otp_per_tick)
     await injected
     backlog_s = rate * seconds / provider_rate
     taken, stats = await _wait_delivered(session, [fake], load, backlog_s + 30)
@@ -393,6 +394,7 @@ async def sentinel_failover(
     seconds: float = 8.0,
     kill_at: float = 3.0,
     replication_stall_s: float = 0.0,
+    otp_per_tick: int = 0,
 ) -> FaultResult:
     """Two replicas on a Sentinel-watched Redis (a primary, `redis_replicas` replicas and
     three sentinels) with redis.min_replicas_ack = `replica_acks`; the primary is SIGKILLed
@@ -427,6 +429,7 @@ async def sentinel_failover(
         run = await _two_replicas_through(
             processes, session, directory, fake, redis, fail_over,
             tag="failover", rate=rate, seconds=seconds, provider_rate=provider_rate,
+            otp_per_tick=otp_per_tick,
         )  # fmt: skip
     load, taken, metrics = run.load, run.taken, run.metrics
     refused_sent = sum(1 for o in load.offers.values() if o.outcome == "refused" and o.key in taken)
@@ -437,9 +440,10 @@ async def sentinel_failover(
         if len(times) > 1
     }
     stall = f", replication stalled {replication_stall_s:g} s first" if replication_stall_s else ""
+    otps = f" + {otp_per_tick * 10} OTP/s" if otp_per_tick else ""
     return FaultResult(
         fault=f"Sentinel failover (primary SIGKILLed{stall}), min_replicas_ack {replica_acks}",
-        load=f"{rate:g} msg/s offered to 2 replicas, provider rate {provider_rate:g}/s",
+        load=f"{rate:g} msg/s{otps} offered to 2 replicas, provider rate {provider_rate:g}/s",
         possible_duplicates=run.possible_duplicates,
         audit_lost=run.audit_lost,
         recover_s=run.recover_s(killed_at),
@@ -451,6 +455,7 @@ async def sentinel_failover(
             "replicas_alive": run.alive,
             "statuses": dict(load.statuses),
             "refused_but_sent": refused_sent,
+            "otps_accepted": sum(1 for o in load.accepted() if o.key.startswith("otp:")),
             "duplicate_arrivals": dict(list(copies.items())[:10]),
             "primary_changes": sum(m.value("smsgw_redis_primary_changes_total") for m in metrics),
             "replica_ack_timeouts": sum(
