@@ -57,6 +57,10 @@ SCENARIOS: dict[str, Scenario] = {
     "sentinel-failover": lambda d: sentinel_failover(
         d, replica_acks=1, redis_replicas=1, seconds=8.0, otp_per_tick=1
     ),
+    # SENTINEL FAILOVER: the old primary demoted while it runs, promoted within a second.
+    "sentinel-coordinated": lambda d: sentinel_failover(
+        d, replica_acks=1, rate=600.0, provider_rate=400.0, seconds=8.0, coordinated=True
+    ),
     # ... with the replicas cut off for 1 s first: what only the old primary had.
     "sentinel-lagging-acks-0": lambda d: sentinel_failover(
         d, replica_acks=0, seconds=8.0, replication_stall_s=1.0

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.connection import parse_url
 from redis.exceptions import RedisError
@@ -88,6 +89,18 @@ class _SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         # Called by each connection as it connects (a retry included).
         self.watch.connects += 1
         return await self.ask_primary()
+
+    async def release(self, connection: AbstractConnection) -> None:
+        # A connection busy when the primary changed goes back to the pool still connected
+        # to the old one (redis-py's asyncio pool does not check, its sync one does). Reused,
+        # it would keep writing there — in a coordinated failover the old primary takes
+        # writes until it is demoted: a second limiter schedule. Closed instead; it
+        # reconnects to the new primary when next used.
+        current = self.master_address
+        address = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if current is not None and address != tuple(current):
+            await connection.disconnect()
+        await super().release(connection)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         try:

@@ -157,6 +157,15 @@ def _unknown_taken(load: Load, taken: dict[str, list[float]]) -> int:
     return sum(1 for o in load.offers.values() if o.outcome == "unknown" and o.key in taken)
 
 
+def _histogram(times: Sequence[float], start: float, width: float, bins: int) -> list[int]:
+    counts = [0] * bins
+    for t in times:
+        index = int((t - start) // width)
+        if 0 <= index < bins:
+            counts[index] += 1
+    return counts
+
+
 def _lifecycle_gaps(load: Load, kinds: dict[str, list[str]]) -> int:
     """Lifecycle events (accepted, queued, sending, sent) missing from the trails of the
     accepted messages."""
@@ -285,16 +294,22 @@ class _Run:
     def possible_duplicates(self) -> int:
         return sum(m.dispatch("possible_duplicates") for m in self.metrics)
 
+    def answering_again_s(self, since: float) -> float | None:
+        """From `since` until both replicas answered 202 again."""
+        answered = [(o.replica, o.answered_at) for o in self.load.accepted() if o.at >= since]
+        firsts = [
+            min((at for who, at in answered if who == r.name), default=None) for r in self.replicas
+        ]
+        return None if None in firsts else max(t for t in firsts if t is not None) - since
+
     def recover_s(self, since: float) -> float | None:
         """From `since` until both replicas answer 202 again and the provider gets sends
         again (whichever is later); None if either never happened."""
-        answered = [(o.replica, o.answered_at) for o in self.load.accepted() if o.at >= since]
-        firsts = [
-            min((at for replica, at in answered if replica == r.name), default=None)
-            for r in self.replicas
-        ]
-        firsts.append(min((t for t in self.arrivals if t >= since), default=None))
-        return None if None in firsts else max(t for t in firsts if t is not None) - since
+        answering = self.answering_again_s(since)
+        sending = min((t for t in self.arrivals if t >= since), default=None)
+        if answering is None or sending is None:
+            return None
+        return max(answering, sending - since)
 
 
 async def _two_replicas_through(
@@ -395,6 +410,7 @@ async def sentinel_failover(
     kill_at: float = 3.0,
     replication_stall_s: float = 0.0,
     otp_per_tick: int = 0,
+    coordinated: bool = False,
 ) -> FaultResult:
     """Two replicas on a Sentinel-watched Redis (a primary, `redis_replicas` replicas and
     three sentinels) with redis.min_replicas_ack = `replica_acks`; the primary is SIGKILLed
@@ -403,7 +419,10 @@ async def sentinel_failover(
     `replication_stall_s` > 0: the replicas are cut off that long before the kill, so the
     primary dies holding writes nobody has (as when replication lags under load): with
     replica_acks 0 those accepted messages are lost, with 1 their puts wait and answer 503
-    instead. Recovery: from the kill until both smsgw replicas accept again
+    instead. `coordinated`: no kill but `SENTINEL FAILOVER` (the old primary is demoted
+    while it runs, and the new one is promoted within a fraction of a second: where the
+    limiter's hold after a change matters most). Recovery: from the kill until both smsgw
+    replicas accept again
     and the provider gets a message again (whichever is later); `failover_s` in the details
     is from the kill until the sentinels name the new primary.
     """
@@ -421,7 +440,11 @@ async def sentinel_failover(
             if replication_stall_s > 0:
                 await asyncio.to_thread(redis_set.cut_replication)
                 await asyncio.sleep(replication_stall_s)
-            old = await asyncio.to_thread(redis_set.kill_primary)
+            if coordinated:
+                old = redis_set.primary()
+                await asyncio.to_thread(redis_set.fail_over)
+            else:
+                old = await asyncio.to_thread(redis_set.kill_primary)
             killed_at = time.monotonic()
             await asyncio.to_thread(redis_set.wait_for_failover, old.port, 30.0)
             promoted_at = time.monotonic()
@@ -440,9 +463,10 @@ async def sentinel_failover(
         if len(times) > 1
     }
     stall = f", replication stalled {replication_stall_s:g} s first" if replication_stall_s else ""
+    how = "SENTINEL FAILOVER" if coordinated else f"primary SIGKILLed{stall}"
     otps = f" + {otp_per_tick * 10} OTP/s" if otp_per_tick else ""
     return FaultResult(
-        fault=f"Sentinel failover (primary SIGKILLed{stall}), min_replicas_ack {replica_acks}",
+        fault=f"Sentinel failover ({how}), min_replicas_ack {replica_acks}",
         load=f"{rate:g} msg/s{otps} offered to 2 replicas, provider rate {provider_rate:g}/s",
         possible_duplicates=run.possible_duplicates,
         audit_lost=run.audit_lost,
@@ -450,6 +474,7 @@ async def sentinel_failover(
         details={
             **run.audit_details,
             "failover_s": round(promoted_at - killed_at, 2),
+            "answering_again_s": run.answering_again_s(killed_at),
             "max_sends_in_1s": max_in_sliding_window(run.arrivals, 1.0),
             "provider_rate": provider_rate,
             "replicas_alive": run.alive,
@@ -457,6 +482,8 @@ async def sentinel_failover(
             "refused_but_sent": refused_sent,
             "otps_accepted": sum(1 for o in load.accepted() if o.key.startswith("otp:")),
             "duplicate_arrivals": dict(list(copies.items())[:10]),
+            # Arrivals per 250 ms from 4 s before the kill to 16 s after: where a burst was.
+            "arrivals_per_250ms": _histogram(run.arrivals, killed_at - 4.0, 0.25, 80),
             "primary_changes": sum(m.value("smsgw_redis_primary_changes_total") for m in metrics),
             "replica_ack_timeouts": sum(
                 m.value("smsgw_queue_replica_ack_timeouts_total") for m in metrics

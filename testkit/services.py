@@ -249,6 +249,14 @@ class SentinelSet:
         finally:
             client.close()
 
+    def fail_over(self) -> None:
+        """A coordinated failover (SENTINEL FAILOVER): the primary is demoted while it runs."""
+        client = redis.Redis(port=self.sentinel_ports[0], socket_timeout=2)
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", self.master)
+        finally:
+            client.close()
+
     def kill_primary(self) -> RedisServer:
         """SIGKILL the primary (the sentinels' current one); return it."""
         primary = self.primary()

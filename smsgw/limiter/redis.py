@@ -29,7 +29,8 @@
   the lease is retried with backoff; with `degraded_replicas = N`, a local MemoryLimiter
   paces at rate / N instead until Redis answers again.
 - A new primary (Sentinel failover): its copy of the schedule may miss the last slots the
-  old one leased (replication is asynchronous), so for the look-ahead plus
+  old one leased (replication is asynchronous), and one demoted while it runs serves the
+  replicas that have not seen the change yet; so for the look-ahead plus
   FAILOVER_HOLD_S after this replica saw the change its leases ask for slots after that
   (lease.lua's hold, shared with every replica through the schedule). Slots leased by the
   very call that found the new primary are dropped: they were leased without the hold.
@@ -54,7 +55,7 @@ from smsgw.counters import Counters
 from smsgw.limiter.base import LATE_SLOT_S
 from smsgw.limiter.memory import COLD_PACE, MemoryLimiter
 from smsgw.log import Outage
-from smsgw.redis_connect import primary_watch
+from smsgw.redis_connect import PROBE_INTERVAL_S, primary_watch
 from smsgw.redis_keys import LIMITER_IDLE_TTL_S, RedisKeys
 from smsgw.redis_scripts import load_script
 from smsgw.retry import Backoff
@@ -73,8 +74,10 @@ RETRY_MAX_S = 0.5
 # this long after the last local grant when it returns: the two never share one window.
 DEGRADED_HOLD_S = 1.0
 # After a primary change, new slots keep this long (plus the look-ahead) clear of the moment
-# it was seen: every slot the old primary leased lies before it plus the look-ahead.
-FAILOVER_HOLD_S = 1.0
+# this replica saw it. A dead old primary leased nothing after it; one demoted while it runs
+# (a coordinated failover, a partition) serves the replicas that have not seen the change
+# yet, which they do within a probe interval: a second for the window, one for that.
+FAILOVER_HOLD_S = 1.0 + PROBE_INTERVAL_S
 # At most this many interleaved lanes in a provider's schedule (lease.lua).
 MAX_LANES = 8
 # Throttle answers arriving together pause the shared key once, not once each.

@@ -1,7 +1,8 @@
 """The Redis primary SIGKILLed under load, Sentinel promoting a replica: two `smsgw serve`
 replicas follow it without a restart, keep to the provider's rate in every sliding second
 across it, and lose no accepted message; a copy the new primary hands out again is not sent
-twice. With the replication cut just before the kill, min_replicas_ack decides whether
+twice; a coordinated failover (SENTINEL FAILOVER) keeps the rate too. With the replication
+cut just before the kill, min_replicas_ack decides whether
 what the old primary alone had was accepted (and lost) or refused (and retried)."""
 
 from __future__ import annotations
@@ -50,6 +51,21 @@ def lagging(
     )
 
 
+@pytest.fixture(scope="module")
+def coordinated(tmp_path_factory: pytest.TempPathFactory) -> FaultResult:
+    return asyncio.run(
+        sentinel_failover(
+            tmp_path_factory.mktemp("sentinel-coordinated"),
+            replica_acks=1,
+            rate=600.0,
+            provider_rate=2 * PROVIDER_RATE,
+            seconds=7.0,
+            kill_at=2.5,
+            coordinated=True,
+        )
+    )
+
+
 def test_no_accepted_message_is_lost_or_sent_twice(result: FaultResult) -> None:
     assert result.accepted > 0
     assert result.details["otps_accepted"] > 0
@@ -63,8 +79,11 @@ def test_the_gateway_answers_again_soon_after_the_failover(result: FaultResult) 
     assert result.details["replicas_alive"]
     assert result.details["primary_changes"] == 2  # each replica saw it, neither restarted
     assert set(result.details["statuses"]) <= {202, 503}, result.details
+    # Answering (202) again within the failover plus 2 s; sending again once the
+    # limiter's hold after the change (look-ahead + 2 s) has run.
+    assert result.details["answering_again_s"] <= result.details["failover_s"] + 2.0, result
     assert result.recover_s is not None, result
-    assert result.recover_s <= result.details["failover_s"] + 2.0, result
+    assert result.recover_s <= result.details["failover_s"] + 3.0, result
     # Accepted without a replica's ack once none was left to promote, and counted.
     assert result.details["unreplicated_puts"] > 0, result.details
 
@@ -85,3 +104,14 @@ def test_what_only_the_old_primary_had_is_refused_with_acks_and_lost_without(
     # Copies of what was read or finished during the cut are skipped, not sent again.
     assert lagging.duplicated <= lagging.possible_duplicates, lagging.details
     assert lagging.details["max_sends_in_1s"] <= PROVIDER_RATE, lagging.details
+
+
+def test_a_coordinated_failover_keeps_the_rate_too(coordinated: FaultResult) -> None:
+    """SENTINEL FAILOVER: the old primary goes on taking writes until it is demoted, from
+    replicas that have not seen the change yet (and from connections still open to it):
+    without the longer hold and closing those connections, 482-613 arrivals came in one
+    second at rate 400."""
+    assert coordinated.details["max_sends_in_1s"] <= 2 * PROVIDER_RATE, coordinated.details
+    assert coordinated.duplicated <= coordinated.possible_duplicates, coordinated.details
+    # Not asserted: lost. Writes the old primary takes between the promotion and its own
+    # demotion are dropped when it resyncs (0 and 8 of ~3000 in two runs): a known gap.

@@ -91,11 +91,7 @@ async def test_the_probe_moves_idle_clients_after_a_coordinated_failover(
     take writes nobody else sees)."""
     await client_of.set("before", "1")
     old = sentinel_set.primary()
-    sentinels = redis.Redis(port=sentinel_set.sentinel_ports[0])
-    try:
-        sentinels.execute_command("SENTINEL", "FAILOVER", sentinel_set.master)
-    finally:
-        sentinels.close()
+    sentinel_set.fail_over()
     new_port = await asyncio.to_thread(sentinel_set.wait_for_failover, old.port)
     watch = primary_watch(client_of)
     assert watch is not None
