@@ -64,14 +64,13 @@ class PrimaryWatch:
         address = f"{host}:{port}"
         if address == self.address:
             return
-        if self.address:
+        previous, self.address = self.address, address
+        if previous:
             self.primary_changes += 1
             self.changed_at = time.monotonic()
-            _log.warning("redis_primary_changed", previous=self.address, primary=address)
-            self.address = address
+            _log.warning("redis_primary_changed", previous=previous, primary=address)
             for listener in self.listeners:
                 listener()
-        self.address = address
 
     def hold_left(self, hold_s: float, now: float) -> float:
         """How much of `hold_s` after the last change is still to run at `now`."""

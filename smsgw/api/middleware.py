@@ -49,10 +49,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = problem_response(problem)
     except (NotReplicated, AcceptedUnconfirmed) as exc:
         # Counted by the queue (replica_ack_timeouts); the client is told what happened.
-        cause = exc.cause if isinstance(exc, AcceptedUnconfirmed) else exc
-        retry = {"Retry-After": str(cause.retry_after_s)}
+        retry = {"Retry-After": str(exc.retry_after_s)}
         response = problem_response(
-            Problem(503, "not-replicated", "Service Unavailable", cause.detail, headers=retry)
+            Problem(503, "not-replicated", "Service Unavailable", exc.detail, headers=retry)
         )
     except RedisError as exc:
         # Shared state is unreachable: a client should retry (soon, or on another replica).

@@ -37,7 +37,8 @@ class AcceptedUnconfirmed(Exception):
 
     def __init__(self, cause: NotReplicated, response: web.Response) -> None:
         super().__init__(cause.detail)
-        self.cause = cause
+        self.detail = cause.detail
+        self.retry_after_s = cause.retry_after_s
         self.response = response
 
 

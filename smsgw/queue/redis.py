@@ -264,25 +264,23 @@ class RedisQueue:
         # written before (an OTP's state) is covered as well. A put holds its connection
         # until the replicas answer: while they lag, a bound keeps these from taking the
         # whole pool (fetches, settles and leases need it too).
-        put = self._scripts.put
-        timeout_ms = max(1, round(self._replica_ack_timeout_s * 1000))
         async with self._replicated_puts:
-            for attempt in (1, 2):
-                self.stats.redis_calls += 1
-                # EVALSHA itself: a script in a pipeline would add a SCRIPT EXISTS round
-                # trip to every put. NOSCRIPT (a new primary) means it did not run.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(put.sha, len(self._all_keys), *self._all_keys, *args)
-                    pipe.execute_command("WAIT", wanted, timeout_ms)
-                    try:
-                        (accepted, total), acked = await pipe.execute()
-                    except NoScriptError:
-                        if attempt == 2:
-                            raise
-                        await self._redis.script_load(put.script)
-                        continue
-                return int(accepted), int(total), int(acked)
-        raise AssertionError("unreachable")
+            try:
+                return await self._put_and_wait(args, wanted)
+            except NoScriptError:  # a new primary: the put did not run
+                await self._redis.script_load(self._scripts.put.script)
+                return await self._put_and_wait(args, wanted)
+
+    async def _put_and_wait(self, args: list[Any], wanted: int) -> tuple[int, int, int]:
+        # EVALSHA itself: a script in a pipeline would add a SCRIPT EXISTS round trip to
+        # every put.
+        self.stats.redis_calls += 1
+        timeout_ms = max(1, round(self._replica_ack_timeout_s * 1000))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._scripts.put.sha, len(self._all_keys), *self._all_keys, *args)
+            pipe.execute_command("WAIT", wanted, timeout_ms)
+            (accepted, total), acked = await pipe.execute()
+        return int(accepted), int(total), int(acked)
 
     async def get(self) -> Message:
         self._start()
@@ -366,7 +364,6 @@ class RedisQueue:
         now = time.monotonic()
         if held is None or not self._may_have_copy(held, now):
             return False
-        key = self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)
         try:
             self.stats.redis_calls += 1
             if self._failover is not None and self._failover.suspect(now):
@@ -374,6 +371,7 @@ class RedisQueue:
                 held.elsewhere = verdict == "elsewhere"
                 done = verdict != "ours"
             else:
+                key = self._keys.done_marker(PRIORITIES[held.index - 1], held.entry_id)
                 done = bool(await self._redis.exists(key))
         except REDIS_FAILURES as exc:
             # Cannot tell: a possible duplicate beats a message never sent.
@@ -755,12 +753,15 @@ class RedisQueue:
         finishing = {id(op.held) for op in batch if op.kind != "mark" and op.held is not None}
         markers: dict[str, int] = {}  # key -> its index in the script's KEYS (Lua counts from 1)
         args: list[Any] = [QUEUE_GROUP, self._consumer, DEDUPE_TTL_S]
+        finished: list[str] = []  # done markers of what this batch acks or marks sent
         for op in batch:
             held = op.held
             marker = 0
             if op.entry_id is not None:
                 key = self._keys.done_marker(PRIORITIES[op.index - 1], op.entry_id)
                 marker = markers.setdefault(key, len(self._all_keys) + len(markers) + 1)
+                if op.kind != "retry":
+                    finished.append(key)
             # Where another consumer may hold a copy, its marker makes that copy be skipped;
             # a mark alone (sent, not finished yet) needs one in case we die before the ack.
             # The script also writes it for an ack of an entry that is no longer ours.
@@ -773,11 +774,7 @@ class RedisQueue:
             args += (op.delay_ms, op.member) if op.kind == "retry" else (0, "")
         reply = await self._call(self._scripts.settle, [*self._all_keys, *markers], args)
         if self._failover is not None:
-            self._failover.finished(
-                self._keys.done_marker(PRIORITIES[op.index - 1], op.entry_id)
-                for op in batch
-                if op.kind != "retry" and op.entry_id is not None
-            )
+            self._failover.finished(finished)
         lost = {(int(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)}
         if not lost:
             return
